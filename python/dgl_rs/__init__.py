@@ -1,0 +1,38 @@
+"""dgl-rs: DGL (Dynamic Global-Local prompt tuning, AAAI 2024) for text-video retrieval.
+
+Python trains; Rust computes. The native core (``dgl_rs._native``) holds the fused
+global-local attention, the prompt generators and the retrieval metrics.
+"""
+
+# torch first: it loads libtorch, which the native module links against.
+import torch as _torch
+
+from ._version import __version__
+
+try:
+    from . import _native
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "dgl_rs: the native extension dgl_rs._native could not be loaded "
+        f"({exc}). Build it with `make build` (or `maturin develop --release` with "
+        "LIBTORCH_USE_PYTORCH=1 inside the venv)."
+    ) from exc
+
+
+def _check_native() -> None:
+    if _native.__version__ != __version__:
+        raise ImportError(
+            f"dgl_rs: the native extension is version {_native.__version__} but the "
+            f"Python package is {__version__}; rebuild it with `make build`."
+        )
+    built = _native.__torch_version__
+    if built != "unknown" and built.split("+")[0] != _torch.__version__.split("+")[0]:
+        raise ImportError(
+            f"dgl_rs: the native extension was built against torch {built} but torch "
+            f"{_torch.__version__} is installed; rebuild it with `make build`."
+        )
+
+
+_check_native()
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+//! Fused global-local attention (see forward.rs / backward.rs).

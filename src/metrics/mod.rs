@@ -1,0 +1,1 @@
+//! metrics core (see the module docs).

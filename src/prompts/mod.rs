@@ -1,0 +1,1 @@
+//! prompts core (see the module docs).
