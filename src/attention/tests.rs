@@ -1,0 +1,135 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Core tests against a reference written from the spec with plain tch ops:
+//! per-frame attention over `[G ; frame]` and global attention over everything,
+//! with the gradients of that reference from libtorch autograd.
+
+use super::*;
+use tch::{Device, Kind};
+
+struct Case {
+    b: i64,
+    g: i64,
+    t: i64,
+    l: i64,
+    h: i64,
+    hd: i64,
+}
+
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, h: i64) -> Tensor {
+    // q (n, m, D), k/v (n, s, D) -> (n, m, D)
+    let (n, m, dim) = q.size3().unwrap();
+    let s = k.size()[1];
+    let hd = dim / h;
+    let split = |t: &Tensor, len| t.reshape([n, len, h, hd]).transpose(1, 2);
+    let scores = split(q, m).matmul(&split(k, s).transpose(-2, -1)) / (hd as f64).sqrt();
+    scores.softmax(-1, q.kind()).matmul(&split(v, s)).transpose(1, 2).reshape([n, m, dim])
+}
+
+fn reference(x: &Tensor, w_in: &Tensor, b_in: &Tensor, w_out: &Tensor, b_out: &Tensor, c: &Case) -> Tensor {
+    let dim = c.h * c.hd;
+    let qkv = x.linear(w_in, Some(b_in));
+    let parts = qkv.split(dim, -1);
+    let (q, k, v) = (&parts[0], &parts[1], &parts[2]);
+    let mut outs = Vec::new();
+    if c.g > 0 {
+        outs.push(attend(&q.narrow(1, 0, c.g), k, v, c.h));
+    }
+    for f in 0..c.t {
+        let start = c.g + f * c.l;
+        let keys = |t: &Tensor| Tensor::cat(&[t.narrow(1, 0, c.g), t.narrow(1, start, c.l)], 1);
+        outs.push(attend(&q.narrow(1, start, c.l), &keys(k), &keys(v), c.h));
+    }
+    Tensor::cat(&outs, 1).linear(w_out, Some(b_out))
+}
+
+fn run_case(c: &Case, backend: Backend) {
+    tch::manual_seed(0);
+    let opts = (Kind::Double, Device::Cpu);
+    let dim = c.h * c.hd;
+    let s = c.g + c.t * c.l;
+    let x = Tensor::randn([c.b, s, dim], opts).set_requires_grad(true);
+    let w_in = (Tensor::randn([3 * dim, dim], opts) / (dim as f64).sqrt()).set_requires_grad(true);
+    let b_in = (Tensor::randn([3 * dim], opts) * 0.1).set_requires_grad(true);
+    let w_out = (Tensor::randn([dim, dim], opts) / (dim as f64).sqrt()).set_requires_grad(true);
+    let b_out = (Tensor::randn([dim], opts) * 0.1).set_requires_grad(true);
+    let expected = reference(&x, &w_in, &b_in, &w_out, &b_out, c);
+    let grad_out = Tensor::randn([c.b, s, dim], opts);
+    let ref_grads =
+        Tensor::run_backward(&[(&expected * &grad_out).sum(Kind::Double)], &[&x, &w_in, &b_in, &w_out, &b_out], false, false);
+    let _guard = tch::no_grad_guard();
+    let fwd = attention_forward(&x, &w_in, Some(&b_in), &w_out, Some(&b_out), c.h, c.g, c.t, backend).unwrap();
+    assert!(fwd.out.allclose(&expected, 1e-10, 1e-10, false), "forward differs");
+    let needs = NeedsGrad { x: true, in_proj_weight: true, in_proj_bias: true, out_proj_weight: true, out_proj_bias: true };
+    let grads = attention_backward(
+        &grad_out,
+        &x,
+        &w_in,
+        Some(&b_in),
+        &w_out,
+        &fwd.attn,
+        &fwd.lse_local,
+        fwd.lse_global.as_ref(),
+        c.h,
+        c.g,
+        c.t,
+        needs,
+        backend,
+    )
+    .unwrap();
+    let got = [grads.x, grads.in_proj_weight, grads.in_proj_bias, grads.out_proj_weight, grads.out_proj_bias];
+    for (i, (g, r)) in got.iter().zip(ref_grads.iter()).enumerate() {
+        let g = g.as_ref().expect("gradient asked for");
+        assert!(g.allclose(r, 1e-9, 1e-10, false), "gradient {i} differs by {}", (g - r).abs().max().double_value(&[]));
+    }
+}
+
+#[test]
+fn matches_reference_flash_and_math() {
+    for backend in [Backend::Flash, Backend::Math] {
+        for c in [
+            Case { b: 2, g: 4, t: 3, l: 5, h: 2, hd: 4 },
+            Case { b: 1, g: 0, t: 1, l: 7, h: 1, hd: 8 },
+            Case { b: 1, g: 1, t: 12, l: 1, h: 4, hd: 2 },
+            Case { b: 3, g: 0, t: 3, l: 5, h: 3, hd: 4 },
+        ] {
+            run_case(&c, backend);
+        }
+    }
+}
+
+#[test]
+fn weight_gradients_only_when_asked() {
+    let opts = (Kind::Float, Device::Cpu);
+    let x = Tensor::randn([1, 2 + 2 * 3, 8], opts);
+    let w_in = Tensor::randn([24, 8], opts);
+    let w_out = Tensor::randn([8, 8], opts);
+    let fwd = attention_forward(&x, &w_in, None, &w_out, None, 2, 2, 2, Backend::Auto).unwrap();
+    let needs = NeedsGrad { x: true, ..Default::default() };
+    let g = attention_backward(&fwd.out, &x, &w_in, None, &w_out, &fwd.attn, &fwd.lse_local, fwd.lse_global.as_ref(), 2, 2, 2, needs, Backend::Auto)
+        .unwrap();
+    assert!(g.x.is_some());
+    assert!(g.in_proj_weight.is_none() && g.in_proj_bias.is_none() && g.out_proj_weight.is_none() && g.out_proj_bias.is_none());
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let opts = (Kind::Float, Device::Cpu);
+    let w_in = Tensor::randn([24, 8], opts);
+    let w_out = Tensor::randn([8, 8], opts);
+    let cases: Vec<(Tensor, i64, i64, i64, &str)> = vec![
+        (Tensor::randn([10, 8], opts), 2, 2, 2, "`x` must have shape"),
+        (Tensor::randn([1, 9, 8], opts), 2, 2, 2, "num_global + num_frames * tokens"),
+        (Tensor::randn([1, 10, 8], opts), 3, 2, 2, "multiple of num_heads"),
+        (Tensor::randn([0, 10, 8], opts), 2, 2, 2, "at least one video"),
+        (Tensor::randn([1, 10, 8], (Kind::Double, Device::Cpu)), 2, 2, 2, "`in_proj_weight` must have dtype float64"),
+        (Tensor::randn([1, 10, 8], opts), 2, 2, 0, "num_frames"),
+    ];
+    for (x, h, g, t, msg) in cases {
+        let err = attention_forward(&x, &w_in, None, &w_out, None, h, g, t, Backend::Auto).err().expect("an error");
+        assert!(err.to_string().contains(msg), "{err} should contain {msg}");
+    }
+    let x = Tensor::randn([1, 10, 8], opts);
+    let bad_w = Tensor::randn([8, 24], opts);
+    let err = attention_forward(&x, &bad_w, None, &w_out, None, 2, 2, 2, Backend::Auto).err().expect("an error");
+    assert!(err.to_string().contains("`in_proj_weight` must have shape [24, 8]"), "{err}");
+}

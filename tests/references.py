@@ -1,0 +1,31 @@
+"""Plain-PyTorch references written from DGL-SPEC, independent of dgl_rs's code."""
+
+import math
+
+import torch
+
+
+def mha_heads(q, k, v, num_heads):
+    """Multi-head softmax attention: q (n, m, D), k/v (n, s, D) -> (n, m, D)."""
+    n, m, d = q.shape
+    hd = d // num_heads
+    split = lambda t: t.reshape(n, t.shape[1], num_heads, hd).transpose(1, 2)  # noqa: E731
+    w = torch.softmax(split(q) @ split(k).transpose(-2, -1) / math.sqrt(hd), dim=-1)
+    return (w @ split(v)).transpose(1, 2).reshape(n, m, d)
+
+
+def global_local_attention_spec(x, w_in, b_in, w_out, b_out, num_heads, num_global, num_frames):
+    """DGL-SPEC section 3, literally: one frame at a time, then the global tokens."""
+    b, s, d = x.shape
+    g, t = num_global, num_frames
+    L = (s - g) // t
+    q, k, v = torch.nn.functional.linear(x, w_in, b_in).split(d, dim=-1)
+    pieces = []
+    if g:
+        pieces.append(mha_heads(q[:, :g], k, v, num_heads))  # global: G attends to all
+    for f in range(t):
+        sl = slice(g + f * L, g + (f + 1) * L)
+        kf = torch.cat([k[:, :g], k[:, sl]], dim=1)  # local: [G ; frame f]
+        vf = torch.cat([v[:, :g], v[:, sl]], dim=1)
+        pieces.append(mha_heads(q[:, sl], kf, vf, num_heads))
+    return torch.nn.functional.linear(torch.cat(pieces, dim=1), w_out, b_out)
