@@ -35,4 +35,19 @@ def _check_native() -> None:
 
 _check_native()
 
-__all__ = ["__version__"]
+from .attention import GlobalLocalAttention  # noqa: E402
+from .ops.attention import GlobalLocalAttentionFunction, global_local_attention  # noqa: E402
+from .prompts import LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
+from .model import DGL, symmetric_infonce, tokenize  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "GlobalLocalAttention",
+    "GlobalLocalAttentionFunction",
+    "global_local_attention",
+    "LinearPromptGenerator",
+    "TransformerPromptGenerator",
+    "DGL",
+    "symmetric_infonce",
+    "tokenize",
+]
