@@ -76,17 +76,28 @@ def test_frozen_weights_get_no_gradient():
     assert all(w.grad is None for w in (w_in, b_in, w_out, b_out))
 
 
-def test_saved_for_backward_is_small():
-    """What autograd keeps: x, the pre-out_proj attention, and the log-sum-exps (+ the weights)."""
+@pytest.mark.parametrize("recompute_qkv", [False, True])
+@pytest.mark.parametrize("weights_grad", [False, True])
+def test_saved_for_backward_is_small(recompute_qkv, weights_grad):
+    """What autograd keeps: the q/k/v projection (or only x with recompute_qkv), plus x only when
+    in_proj_weight needs its gradient; never the attention output or a score matrix."""
     b, g, t, L, h, hd = 2, 4, 3, 6, 2, 8
-    x, w_in, b_in, w_out, b_out = make_inputs(b, g, t, L, h, hd, torch.float32, weights_grad=False)
+    x, w_in, b_in, w_out, b_out = make_inputs(b, g, t, L, h, hd, torch.float32, weights_grad=weights_grad)
     params = {p.data_ptr() for p in (w_in, b_in, w_out, b_out)}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s, lambda s: s):
-        global_local_attention(x, w_in, b_in, w_out, b_out, h, g, t)
+        out = global_local_attention(x, w_in, b_in, w_out, b_out, h, g, t, recompute_qkv=recompute_qkv)
     shapes = sorted(tuple(s.shape) for s in saved if s.data_ptr() not in params)
     d, s_len = h * hd, g + t * L
-    assert shapes == sorted([(b, s_len, d), (b, s_len, d), (b * t, h, L), (b, h, g)])
+    expected = [] if recompute_qkv else [(b, s_len, 3 * d)]
+    if recompute_qkv or weights_grad:
+        expected.append((b, s_len, d))
+    assert shapes == sorted(expected)
+    # and both policies give the same gradients
+    gx = torch.autograd.grad(out.sum(), x)[0]
+    gx2 = torch.autograd.grad(global_local_attention(x, w_in, b_in, w_out, b_out, h, g, t,
+                                                     recompute_qkv=not recompute_qkv).sum(), x)[0]
+    torch.testing.assert_close(gx, gx2, rtol=1e-5, atol=1e-6)
 
 
 def test_matches_mha_when_no_global_and_one_frame():

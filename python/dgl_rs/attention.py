@@ -35,12 +35,14 @@ class GlobalLocalAttention(nn.Module):
         bias: bool = True,
         batch_first: bool = True,
         backend: str = "auto",
+        recompute_qkv: bool = False,
     ) -> None:
         super().__init__()
         mha = nn.MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=batch_first)
-        self._adopt(mha, num_global, num_frames, backend)
+        self._adopt(mha, num_global, num_frames, backend, recompute_qkv)
 
-    def _adopt(self, mha: nn.MultiheadAttention, num_global: int, num_frames: int, backend: str) -> None:
+    def _adopt(self, mha: nn.MultiheadAttention, num_global: int, num_frames: int, backend: str,
+               recompute_qkv: bool = False) -> None:
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"`mha` must be an nn.MultiheadAttention, got {type(mha).__name__}")
         if not mha._qkv_same_embed_dim or mha.in_proj_weight is None:
@@ -59,6 +61,7 @@ class GlobalLocalAttention(nn.Module):
         self.num_global = num_global
         self.num_frames = num_frames
         self.backend = backend
+        self.recompute_qkv = recompute_qkv
         # The same Parameter objects: shared, not copied.
         self.in_proj_weight = mha.in_proj_weight
         self.in_proj_bias = mha.in_proj_bias
@@ -67,11 +70,12 @@ class GlobalLocalAttention(nn.Module):
 
     @classmethod
     def from_mha(
-        cls, mha: nn.MultiheadAttention, num_global: int = 4, num_frames: int = 12, backend: str = "auto"
+        cls, mha: nn.MultiheadAttention, num_global: int = 4, num_frames: int = 12, backend: str = "auto",
+        recompute_qkv: bool = False,
     ) -> "GlobalLocalAttention":
         self = cls.__new__(cls)
         nn.Module.__init__(self)
-        self._adopt(mha, num_global, num_frames, backend)
+        self._adopt(mha, num_global, num_frames, backend, recompute_qkv)
         return self
 
     def to_mha(self) -> nn.MultiheadAttention:
@@ -104,7 +108,7 @@ class GlobalLocalAttention(nn.Module):
         x = query if self.batch_first else query.transpose(0, 1)
         out = global_local_attention(
             x, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias,
-            self.num_heads, self.num_global, frames, backend=self.backend,
+            self.num_heads, self.num_global, frames, backend=self.backend, recompute_qkv=self.recompute_qkv,
         )
         return (out if self.batch_first else out.transpose(0, 1)), None
 

@@ -8,9 +8,11 @@
 //!
 //! and the two results, back in the packed layout, go through one `out_proj`.
 //!
-//! The backward is explicit. It needs `x`, the attention output before
-//! `out_proj` (`attn`) and the per-row log-sum-exp of both attentions: q, k, v
-//! are recomputed from `x` with one matmul, and no score matrix is ever saved.
+//! The backward is explicit. It takes the q/k/v projection `(batch, seq, 3*dim)`
+//! (saved by the forward, or recomputed from `x` with one matmul) and recomputes
+//! the two attentions from it with the fast kernels (cheap next to the projection),
+//! so neither the attention output nor any score matrix is saved. `x` itself is
+//! needed only for the gradient of `in_proj_weight`.
 
 pub mod checks;
 pub mod sdpa;
@@ -21,16 +23,12 @@ pub use checks::check_inputs;
 pub use sdpa::Backend;
 use tch::Tensor;
 
-/// What the forward returns: the output and what the backward needs.
+/// What the forward returns: the output and the projection the backward reuses.
 pub struct ForwardOutput {
     /// `(batch, seq, dim)`: the op's result (after `out_proj`).
     pub out: Tensor,
-    /// `(batch, seq, dim)`: the attention result before `out_proj`.
-    pub attn: Tensor,
-    /// `(batch * frames, heads, tokens)`: log-sum-exp of the local attention rows.
-    pub lse_local: Tensor,
-    /// `(batch, heads, num_global)`: log-sum-exp of the global attention rows; `None` when G = 0.
-    pub lse_global: Option<Tensor>,
+    /// `(batch, seq, 3 * dim)`: the q/k/v projection of `x`.
+    pub qkv: Tensor,
 }
 
 /// Gradients; `None` where not asked for.
@@ -93,9 +91,9 @@ fn local_keys(k: &Tensor, d: &Dims) -> Result<Tensor> {
     Ok(kv.f_transpose(1, 2)?)
 }
 
-/// One projection of the whole sequence, then the views both attentions read.
-fn project(x: &Tensor, w_in: &Tensor, b_in: Option<&Tensor>, d: &Dims) -> Result<Views> {
-    let qkv = x.f_linear(w_in, b_in)?.f_view([d.batch, d.seq(), 3, d.heads, d.head_dim].as_slice())?;
+/// The views both attentions read from one projection `(batch, seq, 3 * dim)`.
+fn views(qkv: &Tensor, d: &Dims) -> Result<Views> {
+    let qkv = qkv.f_view([d.batch, d.seq(), 3, d.heads, d.head_dim].as_slice())?;
     let (q, k, v) = (qkv.f_select(2, 0)?, qkv.f_select(2, 1)?, qkv.f_select(2, 2)?);
     let global = if d.num_global > 0 {
         let q_g = q.f_narrow(1, 0, d.num_global)?.f_transpose(1, 2)?;
@@ -107,6 +105,27 @@ fn project(x: &Tensor, w_in: &Tensor, b_in: Option<&Tensor>, d: &Dims) -> Result
         [d.batch * d.frames, d.tokens, d.heads, d.head_dim].as_slice(),
     )?;
     Ok(Views { q_loc: q_loc.f_transpose(1, 2)?, k_loc: local_keys(&k, d)?, v_loc: local_keys(&v, d)?, global })
+}
+
+/// Both attentions: `((out_local, lse_local), Some((out_global, lse_global)))`, heads layout.
+type Attended = ((Tensor, Tensor), Option<(Tensor, Tensor)>);
+
+fn attend(v: &Views, d: &Dims, backend: Backend) -> Result<Attended> {
+    let local = sdpa::sdpa_forward(&v.q_loc, &v.k_loc, &v.v_loc, d.scale(), backend)?;
+    let global = match &v.global {
+        Some((q_g, k_all, v_all)) => Some(sdpa::sdpa_forward(q_g, k_all, v_all, d.scale(), backend)?),
+        None => None,
+    };
+    Ok((local, global))
+}
+
+/// The attention result in the packed token layout `(batch, seq, dim)`.
+fn packed(o_loc: &Tensor, o_g: Option<&Tensor>, d: &Dims) -> Result<Tensor> {
+    let o_loc = heads_to_tokens(o_loc, d.batch, d)?;
+    match o_g {
+        Some(o_g) => Ok(Tensor::f_cat(&[heads_to_tokens(o_g, d.batch, d)?, o_loc], 1)?),
+        None => Ok(o_loc),
+    }
 }
 
 /// Back from `(batch*, heads, tokens, head_dim)` to `(batch, tokens', dim)`.
@@ -129,18 +148,11 @@ pub fn attention_forward(
 ) -> Result<ForwardOutput> {
     let d = check_inputs(x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames)?;
     let backend = backend.resolve(x.device(), x.kind(), d.head_dim)?;
-    let views = project(x, in_proj_weight, in_proj_bias, &d)?;
-    let (o_loc, lse_local) = sdpa::sdpa_forward(&views.q_loc, &views.k_loc, &views.v_loc, d.scale(), backend)?;
-    let o_loc = heads_to_tokens(&o_loc, d.batch, &d)?;
-    let (attn, lse_global) = match &views.global {
-        Some((q_g, k_all, v_all)) => {
-            let (o_g, lse_g) = sdpa::sdpa_forward(q_g, k_all, v_all, d.scale(), backend)?;
-            (Tensor::f_cat(&[heads_to_tokens(&o_g, d.batch, &d)?, o_loc], 1)?, Some(lse_g))
-        }
-        None => (o_loc, None),
-    };
+    let qkv = x.f_linear(in_proj_weight, in_proj_bias)?;
+    let ((o_loc, _), global) = attend(&views(&qkv, &d)?, &d, backend)?;
+    let attn = packed(&o_loc, global.as_ref().map(|g| &g.0), &d)?;
     let out = attn.f_linear(out_proj_weight, out_proj_bias)?;
-    Ok(ForwardOutput { out, attn, lse_local, lse_global })
+    Ok(ForwardOutput { out, qkv })
 }
 
 /// Sum over every dimension but the last: the gradient of a broadcast bias.
@@ -157,47 +169,66 @@ fn weight_grad(g: &Tensor, a: &Tensor) -> Result<Tensor> {
     Ok(g.f_reshape([-1, go].as_slice())?.f_transpose(0, 1)?.f_mm(&a.f_reshape([-1, ai].as_slice())?)?)
 }
 
-/// The explicit backward. `x`, `attn`, `lse_local` and `lse_global` are what the
-/// forward saved; weights are the same tensors the forward used.
+/// The explicit backward. `qkv` is the forward's projection; when it is `None` it is
+/// recomputed from `x`. `x` is needed for the gradient of `in_proj_weight` too.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     grad_out: &Tensor,
-    x: &Tensor,
+    x: Option<&Tensor>,
+    qkv: Option<&Tensor>,
     in_proj_weight: &Tensor,
     in_proj_bias: Option<&Tensor>,
     out_proj_weight: &Tensor,
-    attn: &Tensor,
-    lse_local: &Tensor,
-    lse_global: Option<&Tensor>,
     num_heads: i64,
     num_global: i64,
     num_frames: i64,
     needs: NeedsGrad,
     backend: Backend,
 ) -> Result<Gradients> {
-    let d = check_inputs(x, in_proj_weight, in_proj_bias, out_proj_weight, None, num_heads, num_global, num_frames)?;
-    checks::check_param("grad_out", grad_out, &[d.batch, d.seq(), d.dim], x)?;
-    checks::check_param("attn", attn, &[d.batch, d.seq(), d.dim], x)?;
-    let backend = backend.resolve(x.device(), x.kind(), d.head_dim)?;
-    let mut grads = Gradients { x: None, in_proj_weight: None, in_proj_bias: None, out_proj_weight: None, out_proj_bias: None };
-    if needs.out_proj_weight {
-        grads.out_proj_weight = Some(weight_grad(grad_out, attn)?);
+    // grad_out has the shape, dtype and device of x.
+    let d = check_inputs(grad_out, in_proj_weight, in_proj_bias, out_proj_weight, None, num_heads, num_global, num_frames)?;
+    let shape = [d.batch, d.seq(), d.dim];
+    if let Some(x) = x {
+        checks::check_param("x", x, &shape, grad_out)?;
     }
+    let qkv = match (qkv, x) {
+        (Some(qkv), _) => {
+            checks::check_param("qkv", qkv, &[d.batch, d.seq(), 3 * d.dim], grad_out)?;
+            qkv.shallow_clone()
+        }
+        (None, Some(x)) => x.f_linear(in_proj_weight, in_proj_bias)?,
+        (None, None) => return Err(crate::DglError::value("qkv", "give the saved projection `qkv` or the input `x`")),
+    };
+    let x_for_weight = match (needs.in_proj_weight, x) {
+        (true, None) => return Err(crate::DglError::value("x", "the gradient of `in_proj_weight` needs the input `x`")),
+        (_, x) => x,
+    };
+    let backend = backend.resolve(grad_out.device(), grad_out.kind(), d.head_dim)?;
+    let mut grads = Gradients { x: None, in_proj_weight: None, in_proj_bias: None, out_proj_weight: None, out_proj_bias: None };
     if needs.out_proj_bias {
         grads.out_proj_bias = Some(bias_grad(grad_out)?);
     }
-    if !(needs.x || needs.in_proj_weight || needs.in_proj_bias) {
+    let need_attention = needs.x || needs.in_proj_weight || needs.in_proj_bias;
+    if !(need_attention || needs.out_proj_weight) {
+        return Ok(grads);
+    }
+    // Recompute both attentions from the projection (no attention output was saved).
+    let v = views(&qkv, &d)?;
+    let ((o_loc, lse_loc), global) = attend(&v, &d, backend)?;
+    if needs.out_proj_weight {
+        grads.out_proj_weight = Some(weight_grad(grad_out, &packed(&o_loc, global.as_ref().map(|g| &g.0), &d)?)?);
+    }
+    if !need_attention {
         return Ok(grads);
     }
     let grad_attn = grad_out.f_matmul(out_proj_weight)?;
-    let views = project(x, in_proj_weight, in_proj_bias, &d)?;
     let (dq_loc, dk_loc, dv_loc) = sdpa::sdpa_backward(
         &frames_to_heads(&grad_attn, &d)?,
-        &views.q_loc,
-        &views.k_loc,
-        &views.v_loc,
-        &frames_to_heads(attn, &d)?,
-        lse_local,
+        &v.q_loc,
+        &v.k_loc,
+        &v.v_loc,
+        &o_loc,
+        &lse_loc,
         d.scale(),
         backend,
     )?;
@@ -219,15 +250,15 @@ pub fn attention_backward(
     let dq_frames = dq_loc.f_transpose(1, 2)?.f_reshape([d.batch, d.frames * d.tokens, d.heads, d.head_dim].as_slice())?;
     let (dk_g_loc, dk_frames) = split_local(&dk_loc)?;
     let (dv_g_loc, dv_frames) = split_local(&dv_loc)?;
-    let (dq, dk, dv) = match (&views.global, lse_global, dk_g_loc, dv_g_loc) {
-        (Some((q_g, k_all, v_all)), Some(lse_g), Some(dk_g), Some(dv_g)) => {
+    let (dq, dk, dv) = match (&v.global, global, dk_g_loc, dv_g_loc) {
+        (Some((q_g, k_all, v_all)), Some((o_g, lse_g)), Some(dk_g), Some(dv_g)) => {
             let (dq_g, dk_all, dv_all) = sdpa::sdpa_backward(
                 &globals_to_heads(&grad_attn, &d)?,
                 q_g,
                 k_all,
                 v_all,
-                &globals_to_heads(attn, &d)?,
-                lse_g,
+                &o_g,
+                &lse_g,
                 d.scale(),
                 backend,
             )?;
@@ -236,19 +267,14 @@ pub fn attention_backward(
             let dv = Tensor::f_cat(&[dv_g, dv_frames], 1)?.f_add(&dv_all.f_transpose(1, 2)?)?;
             (dq, dk, dv)
         }
-        (None, _, None, None) => (dq_frames, dk_frames, dv_frames),
-        _ => {
-            return Err(crate::DglError::value(
-                "lse_global",
-                format!("must be given exactly when num_global > 0 (num_global = {})", d.num_global),
-            ))
-        }
+        (None, None, None, None) => (dq_frames, dk_frames, dv_frames),
+        _ => return Err(crate::DglError::value("num_global", "inconsistent global attention state")),
     };
     let dqkv = Tensor::f_stack(&[dq, dk, dv], 2)?.f_reshape([d.batch, d.seq(), 3 * d.dim].as_slice())?;
     if needs.x {
         grads.x = Some(dqkv.f_matmul(in_proj_weight)?);
     }
-    if needs.in_proj_weight {
+    if let (true, Some(x)) = (needs.in_proj_weight, x_for_weight) {
         grads.in_proj_weight = Some(weight_grad(&dqkv, x)?);
     }
     if needs.in_proj_bias {

@@ -60,22 +60,14 @@ fn run_case(c: &Case, backend: Backend) {
     let fwd = attention_forward(&x, &w_in, Some(&b_in), &w_out, Some(&b_out), c.h, c.g, c.t, backend).unwrap();
     assert!(fwd.out.allclose(&expected, 1e-10, 1e-10, false), "forward differs");
     let needs = NeedsGrad { x: true, in_proj_weight: true, in_proj_bias: true, out_proj_weight: true, out_proj_bias: true };
-    let grads = attention_backward(
-        &grad_out,
-        &x,
-        &w_in,
-        Some(&b_in),
-        &w_out,
-        &fwd.attn,
-        &fwd.lse_local,
-        fwd.lse_global.as_ref(),
-        c.h,
-        c.g,
-        c.t,
-        needs,
-        backend,
-    )
-    .unwrap();
+    // Both ways of getting q/k/v: the saved projection, and recomputed from x.
+    let from_qkv =
+        attention_backward(&grad_out, Some(&x), Some(&fwd.qkv), &w_in, Some(&b_in), &w_out, c.h, c.g, c.t, needs, backend)
+            .unwrap();
+    let grads = attention_backward(&grad_out, Some(&x), None, &w_in, Some(&b_in), &w_out, c.h, c.g, c.t, needs, backend)
+        .unwrap();
+    let a = from_qkv.x.unwrap();
+    assert!(a.allclose(grads.x.as_ref().unwrap(), 1e-12, 1e-12, false), "saved vs recomputed qkv differ");
     let got = [grads.x, grads.in_proj_weight, grads.in_proj_bias, grads.out_proj_weight, grads.out_proj_bias];
     for (i, (g, r)) in got.iter().zip(ref_grads.iter()).enumerate() {
         let g = g.as_ref().expect("gradient asked for");
@@ -105,8 +97,7 @@ fn weight_gradients_only_when_asked() {
     let w_out = Tensor::randn([8, 8], opts);
     let fwd = attention_forward(&x, &w_in, None, &w_out, None, 2, 2, 2, Backend::Auto).unwrap();
     let needs = NeedsGrad { x: true, ..Default::default() };
-    let g = attention_backward(&fwd.out, &x, &w_in, None, &w_out, &fwd.attn, &fwd.lse_local, fwd.lse_global.as_ref(), 2, 2, 2, needs, Backend::Auto)
-        .unwrap();
+    let g = attention_backward(&fwd.out, None, Some(&fwd.qkv), &w_in, None, &w_out, 2, 2, 2, needs, Backend::Auto).unwrap();
     assert!(g.x.is_some());
     assert!(g.in_proj_weight.is_none() && g.in_proj_bias.is_none() && g.out_proj_weight.is_none() && g.out_proj_bias.is_none());
 }
@@ -132,4 +123,8 @@ fn bad_inputs_are_errors_not_panics() {
     let bad_w = Tensor::randn([8, 24], opts);
     let err = attention_forward(&x, &bad_w, None, &w_out, None, 2, 2, 2, Backend::Auto).err().expect("an error");
     assert!(err.to_string().contains("`in_proj_weight` must have shape [24, 8]"), "{err}");
+    let needs = NeedsGrad { in_proj_weight: true, ..Default::default() };
+    let qkv = Tensor::randn([1, 10, 24], opts);
+    let err = attention_backward(&x, None, Some(&qkv), &w_in, None, &w_out, 2, 2, 2, needs, Backend::Auto).err().expect("an error");
+    assert!(err.to_string().contains("needs the input `x`"), "{err}");
 }

@@ -5,10 +5,10 @@ use crate::attention::{self, Backend, NeedsGrad};
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 
-type Forward = (PyTensor, PyTensor, PyTensor, Option<PyTensor>);
+type Forward = (PyTensor, PyTensor);
 type Grads = (Option<PyTensor>, Option<PyTensor>, Option<PyTensor>, Option<PyTensor>, Option<PyTensor>);
 
-/// Fused forward: returns (out, attn, lse_local, lse_global or None).
+/// Fused forward: returns (out, qkv), qkv the (batch, seq, 3*dim) projection.
 #[pyfunction]
 #[pyo3(name = "attention_forward", signature = (
     x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, backend
@@ -35,27 +35,24 @@ fn py_attention_forward(
             )
         })
         .map_err(to_py)?;
-    Ok((PyTensor(r.out), PyTensor(r.attn), PyTensor(r.lse_local), r.lse_global.map(PyTensor)))
+    Ok((PyTensor(r.out), PyTensor(r.qkv)))
 }
 
 /// Explicit backward: gradients of (x, in_proj_weight, in_proj_bias, out_proj_weight,
 /// out_proj_bias), None where `needs` is False.
 #[pyfunction]
 #[pyo3(name = "attention_backward", signature = (
-    grad_out, x, in_proj_weight, in_proj_bias, out_proj_weight, attn, lse_local, lse_global,
-    num_heads, num_global, num_frames, needs, backend
+    grad_out, x, qkv, in_proj_weight, in_proj_bias, out_proj_weight, num_heads, num_global, num_frames, needs, backend
 ))]
 #[allow(clippy::too_many_arguments)]
 fn py_attention_backward(
     py: Python<'_>,
     grad_out: PyTensor,
-    x: PyTensor,
+    x: Option<PyTensor>,
+    qkv: Option<PyTensor>,
     in_proj_weight: PyTensor,
     in_proj_bias: Option<PyTensor>,
     out_proj_weight: PyTensor,
-    attn: PyTensor,
-    lse_local: PyTensor,
-    lse_global: Option<PyTensor>,
     num_heads: i64,
     num_global: i64,
     num_frames: i64,
@@ -67,8 +64,8 @@ fn py_attention_backward(
     let g = py
         .allow_threads(move || {
             attention::attention_backward(
-                &grad_out, &x, &in_proj_weight, in_proj_bias.as_deref(), &out_proj_weight, &attn, &lse_local,
-                lse_global.as_deref(), num_heads, num_global, num_frames, needs, backend,
+                &grad_out, x.as_deref(), qkv.as_deref(), &in_proj_weight, in_proj_bias.as_deref(), &out_proj_weight,
+                num_heads, num_global, num_frames, needs, backend,
             )
         })
         .map_err(to_py)?;

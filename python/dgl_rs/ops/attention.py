@@ -16,35 +16,37 @@ _BACKENDS = ("auto", "flash", "efficient", "math")
 class GlobalLocalAttentionFunction(torch.autograd.Function):
     """Native forward and explicit native backward.
 
-    Saved for backward: ``x`` and the attention output before ``out_proj``
-    (both ``(batch, seq, dim)``), and the per-row log-sum-exp of the two
-    attentions (``(batch*frames, heads, tokens)`` and ``(batch, heads, G)``,
-    float32 for half types). q, k and v are recomputed from ``x`` with one
-    matmul in the backward; no score matrix is ever kept. The weights are the
-    module's own tensors (saving them costs nothing).
+    Saved for backward (by default): the q/k/v projection ``(batch, seq, 3*dim)``,
+    plus ``x`` only when ``in_proj_weight`` requires grad. The backward recomputes
+    the two attentions from q/k/v with the fast kernels, so neither the attention
+    output nor a score matrix is kept. With ``recompute_qkv=True`` only ``x`` is
+    saved and the projection is recomputed too (a third of the memory, one more
+    matmul). The weights are the module's own tensors (saving them costs nothing).
     """
 
     @staticmethod
-    def forward(ctx, x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, backend):
-        out, attn, lse_local, lse_global = _native.attention_forward(
+    def forward(ctx, x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames,
+                backend, recompute_qkv):
+        out, qkv = _native.attention_forward(
             x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
             num_heads, num_global, num_frames, backend,
         )
-        ctx.save_for_backward(x, in_proj_weight, in_proj_bias, out_proj_weight, attn, lse_local, lse_global)
+        keep_x = recompute_qkv or ctx.needs_input_grad[1]
+        ctx.save_for_backward(x if keep_x else None, None if recompute_qkv else qkv, in_proj_weight, in_proj_bias,
+                              out_proj_weight)
         ctx.config = (num_heads, num_global, num_frames, backend)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, w_in, b_in, w_out, attn, lse_local, lse_global = ctx.saved_tensors
+        x, qkv, w_in, b_in, w_out = ctx.saved_tensors
         num_heads, num_global, num_frames, backend = ctx.config
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:5])
         grads = _native.attention_backward(
-            grad_out.contiguous(), x, w_in, b_in, w_out, attn, lse_local, lse_global,
-            num_heads, num_global, num_frames, needs, backend,
+            grad_out.contiguous(), x, qkv, w_in, b_in, w_out, num_heads, num_global, num_frames, needs, backend,
         )
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
 def global_local_attention(
@@ -58,6 +60,7 @@ def global_local_attention(
     num_frames: int,
     *,
     backend: str = "auto",
+    recompute_qkv: bool = False,
 ) -> Tensor:
     """Fused global-local video attention (DGL-SPEC section 3).
 
@@ -74,6 +77,8 @@ def global_local_attention(
         backend: ``"auto"`` (CPU flash kernel on CPU; memory-efficient kernel on CUDA
             for float16/bfloat16/float32, math otherwise), or force ``"flash"``,
             ``"efficient"`` or ``"math"``.
+        recompute_qkv: save only ``x`` for backward and recompute the projection there
+            (smallest memory) instead of saving q/k/v (default: faster).
 
     Returns:
         ``(batch, G + frames * tokens, dim)``, same dtype and device as ``x``.
@@ -98,8 +103,9 @@ def global_local_attention(
         with torch.autocast(device_type, enabled=False):
             return GlobalLocalAttentionFunction.apply(
                 cast(x), cast(in_proj_weight), cast(in_proj_bias), cast(out_proj_weight), cast(out_proj_bias),
-                num_heads, num_global, num_frames, backend,
+                num_heads, num_global, num_frames, backend, recompute_qkv,
             )
     return GlobalLocalAttentionFunction.apply(
-        x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, backend
+        x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, backend,
+        recompute_qkv,
     )
