@@ -15,6 +15,7 @@ enum PySim<'py> {
 }
 
 type Map<'py> = Option<PyReadonlyArray1<'py, i64>>;
+type Ranks<'py> = Bound<'py, PyArray1<i64>>;
 
 /// Runs a rank function on either dtype with the GIL released.
 macro_rules! on_sim {
@@ -35,14 +36,14 @@ macro_rules! on_sim {
 
 #[pyfunction]
 #[pyo3(name = "ranks_t2v", signature = (sim, caption_to_video))]
-fn py_ranks_t2v<'py>(py: Python<'py>, sim: PySim<'py>, caption_to_video: Map<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+fn py_ranks_t2v<'py>(py: Python<'py>, sim: PySim<'py>, caption_to_video: Map<'py>) -> PyResult<Ranks<'py>> {
     let map = caption_to_video.as_ref().map(|m| m.as_array());
     Ok(PyArray1::from_vec(py, on_sim!(py, sim, |s| metrics::ranks_t2v(s, map))?))
 }
 
 #[pyfunction]
 #[pyo3(name = "ranks_v2t", signature = (sim, caption_to_video))]
-fn py_ranks_v2t<'py>(py: Python<'py>, sim: PySim<'py>, caption_to_video: Map<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+fn py_ranks_v2t<'py>(py: Python<'py>, sim: PySim<'py>, caption_to_video: Map<'py>) -> PyResult<Ranks<'py>> {
     let map = caption_to_video.as_ref().map(|m| m.as_array());
     Ok(PyArray1::from_vec(py, on_sim!(py, sim, |s| metrics::ranks_v2t(s, map))?))
 }
@@ -54,7 +55,7 @@ fn py_ranks_t2v_tensor<'py>(
     sim: PyTensor,
     caption_to_video: Map<'py>,
     chunk: i64,
-) -> PyResult<Bound<'py, PyArray1<i64>>> {
+) -> PyResult<Ranks<'py>> {
     let (sim, map) = (sim.0, caption_to_video.as_ref().map(|m| m.as_array()));
     let ranks = py.allow_threads(move || metrics::ranks_t2v_tensor(&sim, map, chunk)).map_err(to_py)?;
     Ok(PyArray1::from_vec(py, ranks))
@@ -67,7 +68,7 @@ fn py_ranks_v2t_tensor<'py>(
     sim: PyTensor,
     caption_to_video: Map<'py>,
     chunk: i64,
-) -> PyResult<Bound<'py, PyArray1<i64>>> {
+) -> PyResult<Ranks<'py>> {
     let (sim, map) = (sim.0, caption_to_video.as_ref().map(|m| m.as_array()));
     let ranks = py.allow_threads(move || metrics::ranks_v2t_tensor(&sim, map, chunk)).map_err(to_py)?;
     Ok(PyArray1::from_vec(py, ranks))
@@ -81,7 +82,7 @@ fn py_ranks_chunked<'py>(
     video_emb: PyTensor,
     caption_to_video: Map<'py>,
     chunk: i64,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<(Ranks<'py>, Ranks<'py>)> {
     let (text, video) = (text_emb.0, video_emb.0);
     let map = caption_to_video.as_ref().map(|m| m.as_array());
     let (t2v, v2t) = py.allow_threads(move || metrics::ranks_chunked(&text, &video, map, chunk)).map_err(to_py)?;

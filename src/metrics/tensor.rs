@@ -9,7 +9,7 @@
 //!   (chunk x videos) bool comparison and the gathered true scores.
 //! * video->text, chunk of `chunk` videos (columns): the (captions x chunk) block,
 //!   with several captions per video its (videos x chunk) max over each video's
-//!   captions (`index_reduce` amax), and the bool comparison.
+//!   captions (see `Slots`), and the bool comparison.
 //!
 //! From embeddings (`ranks_chunked`) the blocks are the matrix products
 //! `text[r0..r1] @ video.T` and `text @ video[v0..v1].T`, so the full
@@ -69,12 +69,12 @@ pub fn ranks_v2t_tensor(
     caption_to_video: Option<ArrayView1<'_, i64>>,
     chunk: i64,
 ) -> Result<Vec<i64>> {
-    let kind = check_float("sim", sim)?;
+    check_float("sim", sim)?;
     let shape = dims(sim);
     let (n_captions, n_videos) = check_shape("sim", &shape)?;
     let chunk = check_chunk(chunk)?;
     let map = caption_map(caption_to_video, n_captions, n_videos, &Layout::sim(&shape))?;
-    v2t_blocks(&map, sim.device(), kind, chunk, "sim", |v0, len| Ok(sim.f_narrow(1, v0, len)?))
+    v2t_blocks(&map, sim.device(), chunk, "sim", |v0, len| Ok(sim.f_narrow(1, v0, len)?))
 }
 
 /// Checks a pair of embedding matrices; returns (captions, videos).
@@ -125,7 +125,7 @@ pub fn ranks_chunked(
     caption_to_video: Option<ArrayView1<'_, i64>>,
     chunk: i64,
 ) -> Result<(Vec<i64>, Vec<i64>)> {
-    let (n_captions, n_videos, kind) = check_embeddings(text_emb, video_emb)?;
+    let (n_captions, n_videos, _) = check_embeddings(text_emb, video_emb)?;
     let chunk = check_chunk(chunk)?;
     let shape = dims(text_emb);
     let layout = Layout {
@@ -141,7 +141,7 @@ pub fn ranks_chunked(
     let t2v = t2v_blocks(&map, device, chunk, "text_emb", |r0, len| {
         Ok(text_emb.f_narrow(0, r0, len)?.f_matmul(&video_t)?)
     })?;
-    let v2t = v2t_blocks(&map, device, kind, chunk, "text_emb", |v0, len| {
+    let v2t = v2t_blocks(&map, device, chunk, "text_emb", |v0, len| {
         Ok(text_emb.f_matmul(&video_emb.f_narrow(0, v0, len)?.f_tr()?)?)
     })?;
     Ok((t2v, v2t))
@@ -208,18 +208,12 @@ fn t2v_blocks(
 fn v2t_blocks(
     map: &CaptionMap,
     device: Device,
-    kind: Kind,
     chunk: i64,
     arg: &str,
     block: impl Fn(i64, i64) -> Result<Tensor>,
 ) -> Result<Vec<i64>> {
     let n_videos = as_i64(map.n_videos())?;
-    let index = if map.identity {
-        None
-    } else {
-        let target: Vec<i64> = map.target.iter().map(|&v| as_i64(v)).collect::<Result<_>>()?;
-        Some(Tensor::f_from_slice(&target)?.f_to_device(device)?)
-    };
+    let slots = if map.identity { None } else { Some(Slots::new(map, device)?) };
     let mut parts = Vec::new();
     let mut finite = Vec::new();
     let mut v0 = 0i64;
@@ -228,10 +222,9 @@ fn v2t_blocks(
         let b = block(v0, len)?;
         finite.push(b.f_isfinite()?.f_all()?);
         // (videos x len): M[u, v] = max over captions c of u of sim[c, v].
-        let reduced = match &index {
+        let reduced = match &slots {
             None => b,
-            Some(idx) => Tensor::f_full([n_videos, len], f64::NEG_INFINITY, (kind, device))?
-                .f_index_reduce(0, idx, &b, "amax", true)?,
+            Some(slots) => slots.reduce_max(&b)?,
         };
         let truth = reduced.f_narrow(0, v0, len)?.f_diagonal(0, 0, 1)?.f_unsqueeze(0)?;
         parts.push(reduced.f_ge_tensor(&truth)?.f_sum_dim_intlist(0, false, Kind::Int64)?);
@@ -239,6 +232,45 @@ fn v2t_blocks(
     }
     check_finite(&finite, chunk, arg, "columns")?;
     to_vec(&parts)
+}
+
+/// The captions of every video as "slots": slot 0 holds the first caption of
+/// each video, slot s the (s+1)-th caption of the videos that have one. The max
+/// over each video's captions is then one `index_select` per slot (stable ops,
+/// O(captions x chunk) work in all) instead of the beta `index_reduce`.
+struct Slots {
+    first: Tensor,
+    rest: Vec<(Tensor, Tensor)>,
+}
+
+impl Slots {
+    fn new(map: &CaptionMap, device: Device) -> Result<Self> {
+        let tensor = |v: &[usize]| -> Result<Tensor> {
+            let v: Vec<i64> = v.iter().map(|&x| as_i64(x)).collect::<Result<_>>()?;
+            Ok(Tensor::f_from_slice(&v)?.f_to_device(device)?)
+        };
+        let n_videos = map.n_videos();
+        let groups: Vec<&[usize]> = (0..n_videos).map(|u| map.captions_of(u)).collect();
+        let first: Vec<usize> = groups.iter().map(|g| g.first().copied().unwrap_or(0)).collect();
+        let max = groups.iter().map(|g| g.len()).max().unwrap_or(0);
+        let mut rest = Vec::new();
+        for s in 1..max {
+            let (caps, vids): (Vec<usize>, Vec<usize>) =
+                groups.iter().enumerate().filter_map(|(u, g)| g.get(s).map(|&c| (c, u))).unzip();
+            rest.push((tensor(&caps)?, tensor(&vids)?));
+        }
+        Ok(Slots { first: tensor(&first)?, rest })
+    }
+
+    /// (captions x len) -> (videos x len), the max over each video's captions.
+    fn reduce_max(&self, block: &Tensor) -> Result<Tensor> {
+        let mut reduced = block.f_index_select(0, &self.first)?;
+        for (caps, vids) in &self.rest {
+            let best = reduced.f_index_select(0, vids)?.f_maximum(&block.f_index_select(0, caps)?)?;
+            let _ = reduced.f_index_copy_(0, vids, &best)?;
+        }
+        Ok(reduced)
+    }
 }
 
 /// One device -> host transfer of the per-chunk finiteness flags.
