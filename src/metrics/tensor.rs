@@ -187,6 +187,7 @@ fn t2v_blocks(
 ) -> Result<Vec<i64>> {
     let target: Vec<i64> = map.target.iter().map(|&v| as_i64(v)).collect::<Result<_>>()?;
     let n = as_i64(target.len())?;
+    let n_videos = map.n_videos();
     let target = Tensor::f_from_slice(&target)?.f_to_device(device)?;
     let mut parts = Vec::new();
     let mut finite = Vec::new();
@@ -195,8 +196,8 @@ fn t2v_blocks(
         let len = chunk.min(n - r0);
         let b = block(r0, len)?;
         let truth = b.f_gather(1, &target.f_narrow(0, r0, len)?.f_unsqueeze(1)?, false)?;
-        parts.push(b.f_ge_tensor(&truth)?.f_sum_dim_intlist(1, false, Kind::Int64)?);
-        finite.push(b.f_isfinite()?.f_all()?);
+        parts.push(b.f_ge_tensor(&truth)?.f_sum_dim_intlist(1, false, count_kind(n_videos))?);
+        finite.push(all_finite(&b)?);
         r0 += len;
     }
     check_finite(&finite, chunk, arg, "rows")?;
@@ -220,14 +221,14 @@ fn v2t_blocks(
     while v0 < n_videos {
         let len = chunk.min(n_videos - v0);
         let b = block(v0, len)?;
-        finite.push(b.f_isfinite()?.f_all()?);
+        finite.push(all_finite(&b)?);
         // (videos x len): M[u, v] = max over captions c of u of sim[c, v].
         let reduced = match &slots {
             None => b,
             Some(slots) => slots.reduce_max(&b)?,
         };
         let truth = reduced.f_narrow(0, v0, len)?.f_diagonal(0, 0, 1)?.f_unsqueeze(0)?;
-        parts.push(reduced.f_ge_tensor(&truth)?.f_sum_dim_intlist(0, false, Kind::Int64)?);
+        parts.push(reduced.f_ge_tensor(&truth)?.f_sum_dim_intlist(0, false, count_kind(map.n_videos()))?);
         v0 += len;
     }
     check_finite(&finite, chunk, arg, "columns")?;
@@ -273,6 +274,22 @@ impl Slots {
     }
 }
 
+/// Counts up to `n` fit in int32 (about twice as fast to reduce as int64 on CPU).
+fn count_kind(n: usize) -> Kind {
+    if n < i32::MAX as usize {
+        Kind::Int
+    } else {
+        Kind::Int64
+    }
+}
+
+/// A 0-d bool tensor, true when every entry of `b` is finite: `amax` and `amin`
+/// propagate NaN, so two scalar reductions replace a full bool mask.
+fn all_finite(b: &Tensor) -> Result<Tensor> {
+    let ext = Tensor::f_stack(&[b.f_amax([0i64, 1], false)?, b.f_amin([0i64, 1], false)?], 0)?;
+    Ok(ext.f_isfinite()?.f_all()?)
+}
+
 /// One device -> host transfer of the per-chunk finiteness flags.
 fn check_finite(flags: &[Tensor], chunk: i64, arg: &str, what: &str) -> Result<()> {
     if flags.is_empty() {
@@ -296,6 +313,6 @@ fn check_finite(flags: &[Tensor], chunk: i64, arg: &str, what: &str) -> Result<(
 }
 
 fn to_vec(parts: &[Tensor]) -> Result<Vec<i64>> {
-    let all = Tensor::f_cat(parts, 0)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let all = Tensor::f_cat(parts, 0)?.f_to_kind(Kind::Int64)?.f_to_device(Device::Cpu)?.f_contiguous()?;
     Ok(Vec::<i64>::try_from(&all)?)
 }
