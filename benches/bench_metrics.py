@@ -129,6 +129,16 @@ def main(argv=None) -> str:
     p.add_argument("--no-write", action="store_true", help="print only; do not write benches/results/metrics.md")
     args = p.parse_args(argv)
 
+    # the two implementations agree (no ties in continuous random scores)
+    import numpy as np
+
+    from dgl_rs import metrics as M
+
+    check = np.random.default_rng(2).standard_normal((1000, 1000), dtype=np.float32)
+    ours = M.ranks(check)
+    theirs = _numpy_argsort_ranks(check)
+    assert np.array_equal(ours["t2v"], theirs[0]) and np.array_equal(ours["v2t"], theirs[1])
+
     rows = []
     for n in args.sizes:
         repeats = 5 if n <= 1000 else (3 if n <= 5000 else 1)
@@ -159,7 +169,7 @@ def main(argv=None) -> str:
         [
             "# Retrieval ranks: dgl_rs vs sort-based numpy",
             "",
-            f"Command: `python benches/bench_metrics.py {' '.join(argv or sys.argv[1:])}`".rstrip() + "  ",
+            f"Command: `{' '.join(['python benches/bench_metrics.py', *(argv or sys.argv[1:])])}`  ",
             f"Machine: {machine()}  ",
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             "",
@@ -171,6 +181,15 @@ def main(argv=None) -> str:
             "| N | implementation | time (s) | speed-up | peak extra memory (MiB) | memory ratio |",
             "|---:|---|---:|---:|---:|---:|",
             *rows,
+            "",
+            "Notes:",
+            "- Both implementations return identical ranks (checked on a 1,000 x 1,000 matrix before timing).",
+            "- numpy argsort allocates -sim (4 B/entry), the int64 argsort (8 B/entry) and a bool mask per",
+            "  direction; dgl_rs (numpy) counts scores >= the true one per row, O(N) extra memory.",
+            "- dgl_rs (torch CPU) is the tch tensor path (built for CUDA tensors): one (1024 x N) bool block",
+            "  at a time; libtorch's CPU compare-and-sum is far slower than the Rust loop on this machine.",
+            f"- numpy cases are killed after {args.numpy_timeout:.0f} s and then reported as skipped.",
+            "- The machine is shared: timings are single runs under whatever load other jobs put on it.",
         ]
     )
     print(table)

@@ -13,7 +13,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     /// Uniform in [0, 1); with `levels` > 0, rounded to that many levels (ties).
@@ -51,7 +54,10 @@ fn case(rng: &mut Lcg, n_videos: usize, max_caps: u64, levels: u64) -> Case {
     };
     let n_captions = map.as_ref().map_or(n_videos, Vec::len);
     let sim = Array2::from_shape_fn((n_captions, n_videos), |_| rng.uniform(levels));
-    Case { sim, map: map.map(Array1::from) }
+    Case {
+        sim,
+        map: map.map(Array1::from),
+    }
 }
 
 fn target(c: &Case, i: usize) -> usize {
@@ -76,7 +82,9 @@ fn ref_v2t(c: &Case) -> Vec<i64> {
             m[[u, v]] = m[[u, v]].max(c.sim[[i, v]]);
         }
     }
-    (0..nv).map(|v| (0..nv).filter(|&u| m[[u, v]] >= m[[v, v]]).count() as i64).collect()
+    (0..nv)
+        .map(|v| (0..nv).filter(|&u| m[[u, v]] >= m[[v, v]]).count() as i64)
+        .collect()
 }
 
 fn cases() -> Vec<Case> {
@@ -118,8 +126,14 @@ fn tensor_matches_host() {
         for kind in [Kind::Double, Kind::Float] {
             let t = t.to_kind(kind);
             for chunk in [1, 3, 1024] {
-                assert_eq!(metrics::ranks_t2v_tensor(&t, map, chunk).unwrap(), ref_t2v(&c));
-                assert_eq!(metrics::ranks_v2t_tensor(&t, map, chunk).unwrap(), ref_v2t(&c));
+                assert_eq!(
+                    metrics::ranks_t2v_tensor(&t, map, chunk).unwrap(),
+                    ref_t2v(&c)
+                );
+                assert_eq!(
+                    metrics::ranks_v2t_tensor(&t, map, chunk).unwrap(),
+                    ref_v2t(&c)
+                );
             }
         }
     }
@@ -139,7 +153,10 @@ fn chunked_matches_full() {
         let (text, video) = (emb(nc, &mut rng), emb(nv, &mut rng));
         let full = text.matmul(&video.tr()).to_kind(Kind::Double).contiguous();
         let flat: Vec<f64> = Vec::try_from(&full.reshape([-1])).unwrap();
-        let c = Case { sim: Array2::from_shape_vec((nc, nv), flat).unwrap(), map: shape.map };
+        let c = Case {
+            sim: Array2::from_shape_vec((nc, nv), flat).unwrap(),
+            map: shape.map,
+        };
         let map = c.map.as_ref().map(|m| m.view());
         for chunk in [1, 4, 4096] {
             let (t2v, v2t) = metrics::ranks_chunked(&text, &video, map, chunk).unwrap();
@@ -155,8 +172,14 @@ fn chunked_matches_full() {
 #[test]
 fn ties_are_pessimistic() {
     let constant = Array2::<f32>::from_elem((5, 5), 0.25);
-    assert_eq!(metrics::ranks_t2v(constant.view(), None).unwrap(), vec![5; 5]);
-    assert_eq!(metrics::ranks_v2t(constant.view(), None).unwrap(), vec![5; 5]);
+    assert_eq!(
+        metrics::ranks_t2v(constant.view(), None).unwrap(),
+        vec![5; 5]
+    );
+    assert_eq!(
+        metrics::ranks_v2t(constant.view(), None).unwrap(),
+        vec![5; 5]
+    );
     let m = metrics::summarize_ranks(&[5; 5]).unwrap();
     assert_eq!(m.r1, 0.0);
     assert_eq!(m.r5, 100.0);
@@ -192,7 +215,11 @@ fn postprocess_hand_checked() {
     let test = array![[0.1f32, 0.7, 0.2], [0.9, 0.1, 0.0]];
     let out = metrics::qb_norm(test.view(), bank.view(), 1, 2.0).unwrap();
     let lse = |a: f64, b: f64| ((2.0 * a).exp() + (2.0 * b).exp()).ln();
-    let want0 = [0.2 - lse(0.0, 0.0), 1.4 - lse(1.0, 0.9), 0.4 - lse(0.0, 0.2)];
+    let want0 = [
+        0.2 - lse(0.0, 0.0),
+        1.4 - lse(1.0, 0.9),
+        0.4 - lse(0.0, 0.2),
+    ];
     for (o, w) in out.row(0).iter().zip(want0) {
         assert!((f64::from(*o) - w).abs() < 1e-5, "{o} vs {w}");
     }
@@ -201,7 +228,9 @@ fn postprocess_hand_checked() {
 
 fn arg_of(e: DglError) -> String {
     match e {
-        DglError::Shape { arg, .. } | DglError::Dtype { arg, .. } | DglError::Device { arg, .. } => arg,
+        DglError::Shape { arg, .. }
+        | DglError::Dtype { arg, .. }
+        | DglError::Device { arg, .. } => arg,
         DglError::Value { arg, .. } => arg,
         other => panic!("unexpected error {other}"),
     }
@@ -220,7 +249,10 @@ fn every_bad_input_is_an_error_naming_the_argument() {
     let out_of_range = array![0i64, 1, 3];
     let negative = array![0i64, -1, 2];
     let orphan = array![0i64, 0, 2]; // video 1 has no caption
-    type RankFn = for<'a, 'b> fn(ArrayView2<'a, f32>, Option<ndarray::ArrayView1<'b, i64>>) -> dgl_rs::Result<Vec<i64>>;
+    type RankFn = for<'a, 'b> fn(
+        ArrayView2<'a, f32>,
+        Option<ndarray::ArrayView1<'b, i64>>,
+    ) -> dgl_rs::Result<Vec<i64>>;
     let fns: [RankFn; 2] = [metrics::ranks_t2v::<f32>, metrics::ranks_v2t::<f32>];
     for f in fns {
         assert_eq!(arg_of(f(nan.view(), None).unwrap_err()), "sim");
@@ -232,34 +264,75 @@ fn every_bad_input_is_an_error_naming_the_argument() {
             assert_eq!(arg_of(e), "caption_to_video");
         }
     }
-    let msg = metrics::ranks_v2t(eye.view(), Some(orphan.view())).unwrap_err().to_string();
+    let msg = metrics::ranks_v2t(eye.view(), Some(orphan.view()))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("video 1 has no caption"), "{msg}");
 
     // tensor path
     let t = Tensor::from_slice(nan.as_slice().unwrap()).reshape([3, 3]);
-    assert_eq!(arg_of(metrics::ranks_t2v_tensor(&t, None, 2).unwrap_err()), "sim");
-    assert_eq!(arg_of(metrics::ranks_v2t_tensor(&t, None, 2).unwrap_err()), "sim");
+    assert_eq!(
+        arg_of(metrics::ranks_t2v_tensor(&t, None, 2).unwrap_err()),
+        "sim"
+    );
+    assert_eq!(
+        arg_of(metrics::ranks_v2t_tensor(&t, None, 2).unwrap_err()),
+        "sim"
+    );
     let ints = Tensor::from_slice(&[1i64, 0, 0, 1]).reshape([2, 2]);
-    assert!(matches!(metrics::ranks_t2v_tensor(&ints, None, 2).unwrap_err(), DglError::Dtype { .. }));
+    assert!(matches!(
+        metrics::ranks_t2v_tensor(&ints, None, 2).unwrap_err(),
+        DglError::Dtype { .. }
+    ));
     let ok = Tensor::eye(3, (Kind::Float, Device::Cpu));
-    assert_eq!(arg_of(metrics::ranks_t2v_tensor(&ok, None, 0).unwrap_err()), "chunk");
-    assert_eq!(arg_of(metrics::ranks_t2v_tensor(&ok.reshape([9]), None, 2).unwrap_err()), "sim");
+    assert_eq!(
+        arg_of(metrics::ranks_t2v_tensor(&ok, None, 0).unwrap_err()),
+        "chunk"
+    );
+    assert_eq!(
+        arg_of(metrics::ranks_t2v_tensor(&ok.reshape([9]), None, 2).unwrap_err()),
+        "sim"
+    );
 
     // embeddings
     let text = Tensor::ones([3, 4], (Kind::Float, Device::Cpu));
     let video_bad_dim = Tensor::ones([3, 5], (Kind::Float, Device::Cpu));
     let video_f64 = Tensor::ones([3, 4], (Kind::Double, Device::Cpu));
-    assert_eq!(arg_of(metrics::ranks_chunked(&text, &video_bad_dim, None, 2).unwrap_err()), "video_emb");
-    assert_eq!(arg_of(metrics::ranks_chunked(&text, &video_f64, None, 2).unwrap_err()), "video_emb");
+    assert_eq!(
+        arg_of(metrics::ranks_chunked(&text, &video_bad_dim, None, 2).unwrap_err()),
+        "video_emb"
+    );
+    assert_eq!(
+        arg_of(metrics::ranks_chunked(&text, &video_f64, None, 2).unwrap_err()),
+        "video_emb"
+    );
     let out_bad = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu));
-    assert_eq!(arg_of(metrics::similarity_chunked(&text, &text, &out_bad, 2).unwrap_err()), "out");
+    assert_eq!(
+        arg_of(metrics::similarity_chunked(&text, &text, &out_bad, 2).unwrap_err()),
+        "out"
+    );
 
     // post-processing
     let s = Array2::<f64>::eye(3);
-    assert_eq!(arg_of(metrics::dual_softmax(s.view(), 0.0, 0).unwrap_err()), "temperature");
-    assert_eq!(arg_of(metrics::dual_softmax(s.view(), 1.0, 2).unwrap_err()), "axis");
-    assert_eq!(arg_of(metrics::qb_norm(s.view(), Array2::<f64>::eye(2).view(), 1, 20.0).unwrap_err()), "bank");
-    assert_eq!(arg_of(metrics::qb_norm(s.view(), s.view(), 0, 20.0).unwrap_err()), "k");
-    assert_eq!(arg_of(metrics::qb_norm(s.view(), s.view(), 1, f64::NAN).unwrap_err()), "beta");
+    assert_eq!(
+        arg_of(metrics::dual_softmax(s.view(), 0.0, 0).unwrap_err()),
+        "temperature"
+    );
+    assert_eq!(
+        arg_of(metrics::dual_softmax(s.view(), 1.0, 2).unwrap_err()),
+        "axis"
+    );
+    assert_eq!(
+        arg_of(metrics::qb_norm(s.view(), Array2::<f64>::eye(2).view(), 1, 20.0).unwrap_err()),
+        "bank"
+    );
+    assert_eq!(
+        arg_of(metrics::qb_norm(s.view(), s.view(), 0, 20.0).unwrap_err()),
+        "k"
+    );
+    assert_eq!(
+        arg_of(metrics::qb_norm(s.view(), s.view(), 1, f64::NAN).unwrap_err()),
+        "beta"
+    );
     assert_eq!(arg_of(metrics::summarize_ranks(&[]).unwrap_err()), "ranks");
 }

@@ -35,7 +35,11 @@ impl CaptionMap {
 pub(crate) fn check_shape(arg: &str, shape: &[usize]) -> Result<(usize, usize)> {
     match shape {
         &[c, v] if c > 0 && v > 0 => Ok((c, v)),
-        _ => Err(DglError::shape(arg, "(captions, videos) with both sides > 0", shape)),
+        _ => Err(DglError::shape(
+            arg,
+            "(captions, videos) with both sides > 0",
+            shape,
+        )),
     }
 }
 
@@ -90,7 +94,10 @@ pub(crate) fn caption_map(
             if map.len() != n_captions {
                 return Err(DglError::shape(
                     ARG,
-                    format!("({n_captions},): one video index per caption ({})", layout.captions),
+                    format!(
+                        "({n_captions},): one video index per caption ({})",
+                        layout.captions
+                    ),
                     map.shape(),
                 ));
             }
@@ -123,7 +130,10 @@ pub(crate) fn caption_map(
     if let Some(u) = counts.iter().position(|&n| n == 0) {
         return Err(DglError::value(
             ARG,
-            format!("video {u} has no caption; every video ({}) needs at least one", layout.videos),
+            format!(
+                "video {u} has no caption; every video ({}) needs at least one",
+                layout.videos
+            ),
         ));
     }
     let mut offsets = Vec::with_capacity(n_videos + 1);
@@ -143,7 +153,12 @@ pub(crate) fn caption_map(
             *slot += 1;
         }
     }
-    Ok(CaptionMap { target, offsets, members, identity })
+    Ok(CaptionMap {
+        target,
+        offsets,
+        members,
+        identity,
+    })
 }
 
 /// The error for a non-finite score.
@@ -152,5 +167,8 @@ pub(crate) fn not_finite(arg: &str, row: usize, col: Option<usize>) -> DglError 
         Some(c) => format!("at ({row}, {c})"),
         None => format!("in row {row}"),
     };
-    DglError::value(arg, format!("contains NaN or inf ({at}); every score must be finite"))
+    DglError::value(
+        arg,
+        format!("contains NaN or inf ({at}); every score must be finite"),
+    )
 }

@@ -17,7 +17,11 @@ use rayon::prelude::*;
 fn check_matrix<F: Score>(arg: &str, m: &ArrayView2<'_, F>) -> Result<(usize, usize)> {
     match m.shape() {
         &[r, c] if r > 0 && c > 0 => Ok((r, c)),
-        s => Err(DglError::shape(arg, "(queries, gallery) with both sides > 0", s)),
+        s => Err(DglError::shape(
+            arg,
+            "(queries, gallery) with both sides > 0",
+            s,
+        )),
     }
 }
 
@@ -25,13 +29,21 @@ fn check_positive(arg: &str, v: f64) -> Result<f64> {
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(DglError::value(arg, format!("must be finite and > 0, got {v}")))
+        Err(DglError::value(
+            arg,
+            format!("must be finite and > 0, got {v}"),
+        ))
     }
 }
 
 /// `lse[j] = log sum_i exp(scale * m[i, j])` for every column `j`; errors on a
 /// non-finite entry of `m` (named `arg`).
-fn column_logsumexp<F: Score>(arg: &str, rows: &[ArrayView1<'_, F>], n_cols: usize, scale: f64) -> Result<Vec<f64>> {
+fn column_logsumexp<F: Score>(
+    arg: &str,
+    rows: &[ArrayView1<'_, F>],
+    n_cols: usize,
+    scale: f64,
+) -> Result<Vec<f64>> {
     let block = rows.len().div_ceil(2 * rayon::current_num_threads()).max(1);
     let max = rows
         .par_chunks(block)
@@ -85,7 +97,13 @@ fn row_logsumexp<F: Score>(row: &ArrayView1<'_, F>, scale: f64) -> Option<f64> {
         }
         m = m.max(scale * x.to_f64());
     }
-    Some(m + row.iter().map(|&x| (scale * x.to_f64() - m).exp()).sum::<f64>().ln())
+    Some(
+        m + row
+            .iter()
+            .map(|&x| (scale * x.to_f64() - m).exp())
+            .sum::<f64>()
+            .ln(),
+    )
 }
 
 /// Fills a (rows x cols) array row by row, in parallel.
@@ -95,7 +113,9 @@ fn fill_rows<F: Score>(
     f: impl Fn(usize, &mut [F]) -> Result<()> + Sync,
 ) -> Result<Array2<F>> {
     let mut data = vec![F::from_f64(0.0); n_rows * n_cols];
-    data.par_chunks_mut(n_cols.max(1)).enumerate().try_for_each(|(i, out)| f(i, out))?;
+    data.par_chunks_mut(n_cols.max(1))
+        .enumerate()
+        .try_for_each(|(i, out)| f(i, out))?;
     Array2::from_shape_vec((n_rows, n_cols), data)
         .map_err(|e| DglError::value("sim", format!("internal error: {e}")))
 }
@@ -108,7 +128,11 @@ fn fill_rows<F: Score>(
 /// already multiplied by CLIP's `logit_scale` (100), 0.01 plain cosines. (The
 /// usual code also multiplies by the number of rows, a constant that does not
 /// change any rank; it is left out.)
-pub fn dual_softmax<F: Score>(sim: ArrayView2<'_, F>, temperature: f64, axis: usize) -> Result<Array2<F>> {
+pub fn dual_softmax<F: Score>(
+    sim: ArrayView2<'_, F>,
+    temperature: f64,
+    axis: usize,
+) -> Result<Array2<F>> {
     let (n_rows, n_cols) = check_matrix("sim", &sim)?;
     let inv_t = 1.0 / check_positive("temperature", temperature)?;
     let rows: Vec<ArrayView1<'_, F>> = sim.outer_iter().collect();
@@ -116,7 +140,9 @@ pub fn dual_softmax<F: Score>(sim: ArrayView2<'_, F>, temperature: f64, axis: us
         0 => {
             let lse = column_logsumexp("sim", &rows, n_cols, inv_t)?;
             fill_rows(n_rows, n_cols, |i, out| {
-                let row = rows.get(i).ok_or_else(|| DglError::value("sim", "internal error: row"))?;
+                let row = rows
+                    .get(i)
+                    .ok_or_else(|| DglError::value("sim", "internal error: row"))?;
                 for ((o, &x), &l) in out.iter_mut().zip(row.iter()).zip(&lse) {
                     let s = x.to_f64();
                     *o = F::from_f64(s * (inv_t * s - l).exp());
@@ -125,7 +151,9 @@ pub fn dual_softmax<F: Score>(sim: ArrayView2<'_, F>, temperature: f64, axis: us
             })
         }
         1 => fill_rows(n_rows, n_cols, |i, out| {
-            let row = rows.get(i).ok_or_else(|| DglError::value("sim", "internal error: row"))?;
+            let row = rows
+                .get(i)
+                .ok_or_else(|| DglError::value("sim", "internal error: row"))?;
             let l = row_logsumexp(row, inv_t).ok_or_else(|| not_finite("sim", i, None))?;
             for (o, &x) in out.iter_mut().zip(row.iter()) {
                 let s = x.to_f64();
@@ -133,14 +161,19 @@ pub fn dual_softmax<F: Score>(sim: ArrayView2<'_, F>, temperature: f64, axis: us
             }
             Ok(())
         }),
-        a => Err(DglError::value("axis", format!("must be 0 (softmax over queries) or 1 (over the gallery), got {a}"))),
+        a => Err(DglError::value(
+            "axis",
+            format!("must be 0 (softmax over queries) or 1 (over the gallery), got {a}"),
+        )),
     }
 }
 
 /// The top `k` gallery indices of a row: score descending, then index ascending.
 fn top_k<F: Score>(row: &ArrayView1<'_, F>, k: usize) -> Vec<usize> {
     let by_score = |a: &(usize, F), b: &(usize, F)| {
-        b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0))
+        b.1.partial_cmp(&a.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(&b.0))
     };
     let mut items: Vec<(usize, F)> = row.iter().copied().enumerate().collect();
     if k < items.len() {
@@ -185,7 +218,12 @@ fn argmax<F: Score>(row: &ArrayView1<'_, F>) -> Option<usize> {
 /// of different queries are on different scales: rank the result along rows
 /// (text->video) only. For video->text, normalise `sim.T` with a bank of
 /// training videos against the test captions.
-pub fn qb_norm<F: Score>(sim: ArrayView2<'_, F>, bank: ArrayView2<'_, F>, k: usize, beta: f64) -> Result<Array2<F>> {
+pub fn qb_norm<F: Score>(
+    sim: ArrayView2<'_, F>,
+    bank: ArrayView2<'_, F>,
+    k: usize,
+    beta: f64,
+) -> Result<Array2<F>> {
     let (n_queries, n_gallery) = check_matrix("sim", &sim)?;
     let bank_shape = bank.shape();
     match bank_shape {
@@ -199,7 +237,10 @@ pub fn qb_norm<F: Score>(sim: ArrayView2<'_, F>, bank: ArrayView2<'_, F>, k: usi
         }
     }
     if k < 1 || k > n_gallery {
-        return Err(DglError::value("k", format!("must be in [1, {n_gallery}] (the gallery size), got {k}")));
+        return Err(DglError::value(
+            "k",
+            format!("must be in [1, {n_gallery}] (the gallery size), got {k}"),
+        ));
     }
     let beta = check_positive("beta", beta)?;
     let bank_rows: Vec<ArrayView1<'_, F>> = bank.outer_iter().collect();
@@ -214,13 +255,21 @@ pub fn qb_norm<F: Score>(sim: ArrayView2<'_, F>, bank: ArrayView2<'_, F>, k: usi
     }
     let rows: Vec<ArrayView1<'_, F>> = sim.outer_iter().collect();
     fill_rows(n_queries, n_gallery, |i, out| {
-        let row = rows.get(i).ok_or_else(|| DglError::value("sim", "internal error: row"))?;
+        let row = rows
+            .get(i)
+            .ok_or_else(|| DglError::value("sim", "internal error: row"))?;
         if row.iter().any(|x| !x.finite()) {
             return Err(not_finite("sim", i, None));
         }
-        let normalise = argmax(row).and_then(|j| activated.get(j).copied()).unwrap_or(false);
+        let normalise = argmax(row)
+            .and_then(|j| activated.get(j).copied())
+            .unwrap_or(false);
         for ((o, &x), &l) in out.iter_mut().zip(row.iter()).zip(&lse) {
-            *o = if normalise { F::from_f64(beta * x.to_f64() - l) } else { x };
+            *o = if normalise {
+                F::from_f64(beta * x.to_f64() - l)
+            } else {
+                x
+            };
         }
         Ok(())
     })

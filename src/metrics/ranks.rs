@@ -26,7 +26,12 @@ pub fn ranks_t2v<F: Score>(
     caption_to_video: Option<ArrayView1<'_, i64>>,
 ) -> Result<Vec<i64>> {
     let (n_captions, n_videos) = check_shape(ARG, sim.shape())?;
-    let map = caption_map(caption_to_video, n_captions, n_videos, &Layout::sim(sim.shape()))?;
+    let map = caption_map(
+        caption_to_video,
+        n_captions,
+        n_videos,
+        &Layout::sim(sim.shape()),
+    )?;
     let rows: Vec<ArrayView1<'_, F>> = sim.outer_iter().collect();
     rows.par_iter()
         .with_min_len(16)
@@ -46,7 +51,12 @@ pub fn ranks_v2t<F: Score>(
     caption_to_video: Option<ArrayView1<'_, i64>>,
 ) -> Result<Vec<i64>> {
     let (n_captions, n_videos) = check_shape(ARG, sim.shape())?;
-    let map = caption_map(caption_to_video, n_captions, n_videos, &Layout::sim(sim.shape()))?;
+    let map = caption_map(
+        caption_to_video,
+        n_captions,
+        n_videos,
+        &Layout::sim(sim.shape()),
+    )?;
     let rows: Vec<ArrayView1<'_, F>> = sim.outer_iter().collect();
     let truth = diagonal_max(&sim, &map)?;
 
@@ -56,7 +66,15 @@ pub fn ranks_v2t<F: Score>(
     let per_block = n_videos.div_ceil(n_blocks);
     let counts = (0..n_blocks)
         .into_par_iter()
-        .map(|b| count_block(&rows, &map, &truth, b * per_block, ((b + 1) * per_block).min(n_videos)))
+        .map(|b| {
+            count_block(
+                &rows,
+                &map,
+                &truth,
+                b * per_block,
+                ((b + 1) * per_block).min(n_videos),
+            )
+        })
         .try_reduce(
             || vec![0u32; n_videos],
             |mut acc, part| {
@@ -73,7 +91,9 @@ fn diagonal_max<F: Score>(sim: &ArrayView2<'_, F>, map: &CaptionMap) -> Result<V
         .map(|v| {
             let mut best: Option<F> = None;
             for &c in map.captions_of(v) {
-                let x = *sim.get((c, v)).ok_or_else(|| internal("caption index outside `sim`"))?;
+                let x = *sim
+                    .get((c, v))
+                    .ok_or_else(|| internal("caption index outside `sim`"))?;
                 if !x.finite() {
                     return Err(not_finite(ARG, c, Some(v)));
                 }
@@ -101,7 +121,9 @@ fn count_block<F: Score>(
     for u in u0..u1 {
         let captions = map.captions_of(u);
         if let [c] = captions {
-            let row = rows.get(*c).ok_or_else(|| internal("caption index outside `sim`"))?;
+            let row = rows
+                .get(*c)
+                .ok_or_else(|| internal("caption index outside `sim`"))?;
             let ok = match row.as_slice() {
                 Some(s) => accumulate(s.iter().copied(), truth, &mut count),
                 None => accumulate(row.iter().copied(), truth, &mut count),
@@ -113,7 +135,9 @@ fn count_block<F: Score>(
             hit.clear();
             hit.resize(n_videos, false);
             for &c in captions {
-                let row = rows.get(c).ok_or_else(|| internal("caption index outside `sim`"))?;
+                let row = rows
+                    .get(c)
+                    .ok_or_else(|| internal("caption index outside `sim`"))?;
                 let ok = match row.as_slice() {
                     Some(s) => mark(s.iter().copied(), truth, &mut hit),
                     None => mark(row.iter().copied(), truth, &mut hit),
@@ -122,7 +146,10 @@ fn count_block<F: Score>(
                     return Err(not_finite(ARG, c, None));
                 }
             }
-            count.iter_mut().zip(&hit).for_each(|(n, &h)| *n += u32::from(h));
+            count
+                .iter_mut()
+                .zip(&hit)
+                .for_each(|(n, &h)| *n += u32::from(h));
         }
     }
     Ok(count)
@@ -191,9 +218,15 @@ mod tests {
     fn v2t_is_t2v_of_transpose_for_one_caption() {
         let sim = array![[0.5f64, 0.1, 0.9], [0.2, 0.3, 0.1], [0.7, 0.8, 0.6]];
         let t = sim.t().to_owned();
-        assert_eq!(ranks_v2t(sim.view(), None).unwrap(), ranks_t2v(t.view(), None).unwrap());
+        assert_eq!(
+            ranks_v2t(sim.view(), None).unwrap(),
+            ranks_t2v(t.view(), None).unwrap()
+        );
         // and a transposed (non-contiguous) view gives the same answer
-        assert_eq!(ranks_t2v(sim.t(), None).unwrap(), ranks_v2t(sim.view(), None).unwrap());
+        assert_eq!(
+            ranks_t2v(sim.t(), None).unwrap(),
+            ranks_v2t(sim.view(), None).unwrap()
+        );
     }
 
     #[test]
@@ -204,7 +237,10 @@ mod tests {
         // M = [[0.8, 0.9], [0.5, 0.2]]; video 0: M[.,0] = [0.8, 0.5] -> rank 1;
         // video 1: M[.,1] = [0.9, 0.2], truth 0.2 -> rank 2
         assert_eq!(ranks_v2t(sim.view(), Some(map.view())).unwrap(), vec![1, 2]);
-        assert_eq!(ranks_t2v(sim.view(), Some(map.view())).unwrap(), vec![2, 1, 2]);
+        assert_eq!(
+            ranks_t2v(sim.view(), Some(map.view())).unwrap(),
+            vec![2, 1, 2]
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ fn check(ranks: &[i64]) -> Result<()> {
     match ranks.iter().position(|&r| r < 1) {
         Some(i) => Err(DglError::value(
             ARG,
-            format!("entry {i} is {}; ranks are 1-based", ranks.get(i).copied().unwrap_or(0)),
+            format!(
+                "entry {i} is {}; ranks are 1-based",
+                ranks.get(i).copied().unwrap_or(0)
+            ),
         )),
         None => Ok(()),
     }

@@ -24,17 +24,27 @@ use tch::{Device, Kind, Tensor};
 fn check_float(arg: &str, t: &Tensor) -> Result<Kind> {
     match t.f_kind()? {
         k @ (Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) => Ok(k),
-        k => Err(DglError::dtype(arg, "float16, bfloat16, float32 or float64", k)),
+        k => Err(DglError::dtype(
+            arg,
+            "float16, bfloat16, float32 or float64",
+            k,
+        )),
     }
 }
 
 fn dims(t: &Tensor) -> Vec<usize> {
-    t.size().into_iter().map(|d| usize::try_from(d).unwrap_or(0)).collect()
+    t.size()
+        .into_iter()
+        .map(|d| usize::try_from(d).unwrap_or(0))
+        .collect()
 }
 
 fn check_chunk(chunk: i64) -> Result<i64> {
     if chunk < 1 {
-        return Err(DglError::value("chunk", format!("must be >= 1, got {chunk}")));
+        return Err(DglError::value(
+            "chunk",
+            format!("must be >= 1, got {chunk}"),
+        ));
     }
     Ok(chunk)
 }
@@ -57,7 +67,9 @@ pub fn ranks_t2v_tensor(
     let (n_captions, n_videos) = check_shape("sim", &shape)?;
     let chunk = check_chunk(chunk)?;
     let map = caption_map(caption_to_video, n_captions, n_videos, &Layout::sim(&shape))?;
-    t2v_blocks(&map, sim.device(), chunk, "sim", |r0, len| Ok(sim.f_narrow(0, r0, len)?))
+    t2v_blocks(&map, sim.device(), chunk, "sim", |r0, len| {
+        Ok(sim.f_narrow(0, r0, len)?)
+    })
 }
 
 /// Video->text ranks of a (captions, videos) tensor, `chunk` videos at a time.
@@ -74,7 +86,9 @@ pub fn ranks_v2t_tensor(
     let (n_captions, n_videos) = check_shape("sim", &shape)?;
     let chunk = check_chunk(chunk)?;
     let map = caption_map(caption_to_video, n_captions, n_videos, &Layout::sim(&shape))?;
-    v2t_blocks(&map, sim.device(), chunk, "sim", |v0, len| Ok(sim.f_narrow(1, v0, len)?))
+    v2t_blocks(&map, sim.device(), chunk, "sim", |v0, len| {
+        Ok(sim.f_narrow(1, v0, len)?)
+    })
 }
 
 /// Checks a pair of embedding matrices; returns (captions, videos).
@@ -85,7 +99,13 @@ fn check_embeddings(text_emb: &Tensor, video_emb: &Tensor) -> Result<(usize, usi
     let vs = dims(video_emb);
     let (n_captions, dim) = match ts.as_slice() {
         &[c, d] if c > 0 && d > 0 => (c, d),
-        _ => return Err(DglError::shape("text_emb", "(captions, dim) with both sides > 0", ts)),
+        _ => {
+            return Err(DglError::shape(
+                "text_emb",
+                "(captions, dim) with both sides > 0",
+                ts,
+            ))
+        }
     };
     let n_videos = match vs.as_slice() {
         &[v, d] if v > 0 && d == dim => v,
@@ -98,14 +118,25 @@ fn check_embeddings(text_emb: &Tensor, video_emb: &Tensor) -> Result<(usize, usi
         }
     };
     if vkind != kind {
-        return Err(DglError::dtype("video_emb", format!("{kind:?} (the dtype of `text_emb`)"), vkind));
+        return Err(DglError::dtype(
+            "video_emb",
+            format!("{kind:?} (the dtype of `text_emb`)"),
+            vkind,
+        ));
     }
     if video_emb.device() != text_emb.device() {
-        return Err(DglError::device("video_emb", text_emb.device(), video_emb.device()));
+        return Err(DglError::device(
+            "video_emb",
+            text_emb.device(),
+            video_emb.device(),
+        ));
     }
     for (arg, t) in [("text_emb", text_emb), ("video_emb", video_emb)] {
         if !bool::try_from(t.f_isfinite()?.f_all()?)? {
-            return Err(DglError::value(arg, "contains NaN or inf; every entry must be finite"));
+            return Err(DglError::value(
+                arg,
+                "contains NaN or inf; every entry must be finite",
+            ));
         }
     }
     Ok((n_captions, n_videos, kind))
@@ -131,7 +162,8 @@ pub fn ranks_chunked(
     let layout = Layout {
         arg: "text_emb",
         shape: &shape,
-        square: "one row per row of `video_emb` when `caption_to_video` is None (one caption per video)",
+        square:
+            "one row per row of `video_emb` when `caption_to_video` is None (one caption per video)",
         captions: "the rows of `text_emb`",
         videos: "the rows of `video_emb`",
     };
@@ -152,16 +184,29 @@ pub fn ranks_chunked(
 /// `out`: (captions, videos), same dtype as the embeddings, on any device (for
 /// example the host while the embeddings live on the GPU: the GPU then holds one
 /// (chunk x videos) block at a time).
-pub fn similarity_chunked(text_emb: &Tensor, video_emb: &Tensor, out: &Tensor, chunk: i64) -> Result<()> {
+pub fn similarity_chunked(
+    text_emb: &Tensor,
+    video_emb: &Tensor,
+    out: &Tensor,
+    chunk: i64,
+) -> Result<()> {
     let (n_captions, n_videos, kind) = check_embeddings(text_emb, video_emb)?;
     let chunk = check_chunk(chunk)?;
     let os = dims(out);
     if os != [n_captions, n_videos] {
-        return Err(DglError::shape("out", format!("({n_captions}, {n_videos})"), os));
+        return Err(DglError::shape(
+            "out",
+            format!("({n_captions}, {n_videos})"),
+            os,
+        ));
     }
     let okind = out.f_kind()?;
     if okind != kind {
-        return Err(DglError::dtype("out", format!("{kind:?} (the dtype of `text_emb`)"), okind));
+        return Err(DglError::dtype(
+            "out",
+            format!("{kind:?} (the dtype of `text_emb`)"),
+            okind,
+        ));
     }
     let video_t = video_emb.f_tr()?;
     let n = as_i64(n_captions)?;
@@ -185,7 +230,11 @@ fn t2v_blocks(
     arg: &str,
     block: impl Fn(i64, i64) -> Result<Tensor>,
 ) -> Result<Vec<i64>> {
-    let target: Vec<i64> = map.target.iter().map(|&v| as_i64(v)).collect::<Result<_>>()?;
+    let target: Vec<i64> = map
+        .target
+        .iter()
+        .map(|&v| as_i64(v))
+        .collect::<Result<_>>()?;
     let n = as_i64(target.len())?;
     let n_videos = map.n_videos();
     let target = Tensor::f_from_slice(&target)?.f_to_device(device)?;
@@ -196,7 +245,10 @@ fn t2v_blocks(
         let len = chunk.min(n - r0);
         let b = block(r0, len)?;
         let truth = b.f_gather(1, &target.f_narrow(0, r0, len)?.f_unsqueeze(1)?, false)?;
-        parts.push(b.f_ge_tensor(&truth)?.f_sum_dim_intlist(1, false, count_kind(n_videos))?);
+        parts.push(
+            b.f_ge_tensor(&truth)?
+                .f_sum_dim_intlist(1, false, count_kind(n_videos))?,
+        );
         finite.push(all_finite(&b)?);
         r0 += len;
     }
@@ -214,7 +266,11 @@ fn v2t_blocks(
     block: impl Fn(i64, i64) -> Result<Tensor>,
 ) -> Result<Vec<i64>> {
     let n_videos = as_i64(map.n_videos())?;
-    let slots = if map.identity { None } else { Some(Slots::new(map, device)?) };
+    let slots = if map.identity {
+        None
+    } else {
+        Some(Slots::new(map, device)?)
+    };
     let mut parts = Vec::new();
     let mut finite = Vec::new();
     let mut v0 = 0i64;
@@ -227,8 +283,15 @@ fn v2t_blocks(
             None => b,
             Some(slots) => slots.reduce_max(&b)?,
         };
-        let truth = reduced.f_narrow(0, v0, len)?.f_diagonal(0, 0, 1)?.f_unsqueeze(0)?;
-        parts.push(reduced.f_ge_tensor(&truth)?.f_sum_dim_intlist(0, false, count_kind(map.n_videos()))?);
+        let truth = reduced
+            .f_narrow(0, v0, len)?
+            .f_diagonal(0, 0, 1)?
+            .f_unsqueeze(0)?;
+        parts.push(reduced.f_ge_tensor(&truth)?.f_sum_dim_intlist(
+            0,
+            false,
+            count_kind(map.n_videos()),
+        )?);
         v0 += len;
     }
     check_finite(&finite, chunk, arg, "columns")?;
@@ -252,22 +315,33 @@ impl Slots {
         };
         let n_videos = map.n_videos();
         let groups: Vec<&[usize]> = (0..n_videos).map(|u| map.captions_of(u)).collect();
-        let first: Vec<usize> = groups.iter().map(|g| g.first().copied().unwrap_or(0)).collect();
+        let first: Vec<usize> = groups
+            .iter()
+            .map(|g| g.first().copied().unwrap_or(0))
+            .collect();
         let max = groups.iter().map(|g| g.len()).max().unwrap_or(0);
         let mut rest = Vec::new();
         for s in 1..max {
-            let (caps, vids): (Vec<usize>, Vec<usize>) =
-                groups.iter().enumerate().filter_map(|(u, g)| g.get(s).map(|&c| (c, u))).unzip();
+            let (caps, vids): (Vec<usize>, Vec<usize>) = groups
+                .iter()
+                .enumerate()
+                .filter_map(|(u, g)| g.get(s).map(|&c| (c, u)))
+                .unzip();
             rest.push((tensor(&caps)?, tensor(&vids)?));
         }
-        Ok(Slots { first: tensor(&first)?, rest })
+        Ok(Slots {
+            first: tensor(&first)?,
+            rest,
+        })
     }
 
     /// (captions x len) -> (videos x len), the max over each video's captions.
     fn reduce_max(&self, block: &Tensor) -> Result<Tensor> {
         let mut reduced = block.f_index_select(0, &self.first)?;
         for (caps, vids) in &self.rest {
-            let best = reduced.f_index_select(0, vids)?.f_maximum(&block.f_index_select(0, caps)?)?;
+            let best = reduced
+                .f_index_select(0, vids)?
+                .f_maximum(&block.f_index_select(0, caps)?)?;
             let _ = reduced.f_index_copy_(0, vids, &best)?;
         }
         Ok(reduced)
@@ -286,7 +360,10 @@ fn count_kind(n: usize) -> Kind {
 /// A 0-d bool tensor, true when every entry of `b` is finite: `amax` and `amin`
 /// propagate NaN, so two scalar reductions replace a full bool mask.
 fn all_finite(b: &Tensor) -> Result<Tensor> {
-    let ext = Tensor::f_stack(&[b.f_amax([0i64, 1], false)?, b.f_amin([0i64, 1], false)?], 0)?;
+    let ext = Tensor::f_stack(
+        &[b.f_amax([0i64, 1], false)?, b.f_amin([0i64, 1], false)?],
+        0,
+    )?;
     Ok(ext.f_isfinite()?.f_all()?)
 }
 
@@ -295,7 +372,8 @@ fn check_finite(flags: &[Tensor], chunk: i64, arg: &str, what: &str) -> Result<(
     if flags.is_empty() {
         return Ok(());
     }
-    let flags: Vec<bool> = Vec::<bool>::try_from(Tensor::f_stack(flags, 0)?.f_to_device(Device::Cpu)?)?;
+    let flags: Vec<bool> =
+        Vec::<bool>::try_from(Tensor::f_stack(flags, 0)?.f_to_device(Device::Cpu)?)?;
     match flags.iter().position(|&ok| !ok) {
         None => Ok(()),
         Some(i) => {
@@ -313,6 +391,9 @@ fn check_finite(flags: &[Tensor], chunk: i64, arg: &str, what: &str) -> Result<(
 }
 
 fn to_vec(parts: &[Tensor]) -> Result<Vec<i64>> {
-    let all = Tensor::f_cat(parts, 0)?.f_to_kind(Kind::Int64)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let all = Tensor::f_cat(parts, 0)?
+        .f_to_kind(Kind::Int64)?
+        .f_to_device(Device::Cpu)?
+        .f_contiguous()?;
     Ok(Vec::<i64>::try_from(&all)?)
 }
