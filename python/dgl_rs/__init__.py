@@ -39,6 +39,7 @@ from .attention import GlobalLocalAttention  # noqa: E402
 from .ops.attention import GlobalLocalAttentionFunction, global_local_attention  # noqa: E402
 from .prompts import LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
 from .model import DGL, symmetric_infonce, tokenize  # noqa: E402
+from . import metrics  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -50,4 +51,5 @@ __all__ = [
     "DGL",
     "symmetric_infonce",
     "tokenize",
+    "metrics",
 ]
