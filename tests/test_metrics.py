@@ -527,3 +527,22 @@ def test_format_table_one_and_several():
     assert many.splitlines()[2].startswith("raw") and many.splitlines()[4].startswith("DSL")
     with pytest.raises(ValueError, match="`report`"):
         M.format_table({"t2v": 1})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("several", [False, True])
+def test_tch_tensor_path_equals_host_path(dtype, several):
+    """CPU float32/float64 tensors are ranked through a zero-copy numpy view; the tch path
+    (what CUDA tensors use) is driven directly here so it stays tested without a GPU."""
+    from dgl_rs import _native
+
+    rng = np.random.default_rng(3)
+    videos = 37
+    c2v = np.repeat(np.arange(videos), 3) if several else None
+    rows = videos * 3 if several else videos
+    sim = np.round(rng.standard_normal((rows, videos)), 1)  # forced ties
+    t = torch.from_numpy(sim).to(dtype)
+    host = t.double().numpy()
+    for chunk in (1, 7, 1024):
+        np.testing.assert_array_equal(_native.ranks_t2v_tensor(t, c2v, chunk), _native.ranks_t2v(host, c2v))
+        np.testing.assert_array_equal(_native.ranks_v2t_tensor(t, c2v, chunk), _native.ranks_v2t(host, c2v))

@@ -114,13 +114,31 @@ def _caption_map(caption_to_video: CaptionMap) -> Optional[np.ndarray]:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def _check_chunk(chunk: int) -> None:
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+        raise ValueError(f"`chunk` must be a positive int, got {chunk!r}")
+
+
+def _host_view(sim: Matrix) -> Matrix:
+    """A CPU float32/float64 tensor as a zero-copy numpy view: the rayon path over host
+    memory is ~15x faster than libtorch's CPU compare-and-sum. CUDA tensors (and CPU
+    half types) stay tensors and are ranked on their device by the tch path."""
+    if isinstance(sim, torch.Tensor) and sim.device.type == "cpu" and sim.dtype in (torch.float32, torch.float64):
+        return sim.numpy()
+    return sim
+
+
 def _t2v_ranks(sim: Matrix, caption_to_video: Optional[np.ndarray], chunk: int) -> np.ndarray:
+    _check_chunk(chunk)
+    sim = _host_view(sim)
     if isinstance(sim, torch.Tensor):
         return _native.ranks_t2v_tensor(sim, caption_to_video, chunk)
     return _native.ranks_t2v(sim, caption_to_video)
 
 
 def _v2t_ranks(sim: Matrix, caption_to_video: Optional[np.ndarray], chunk: int) -> np.ndarray:
+    _check_chunk(chunk)
+    sim = _host_view(sim)
     if isinstance(sim, torch.Tensor):
         return _native.ranks_v2t_tensor(sim, caption_to_video, chunk)
     return _native.ranks_v2t(sim, caption_to_video)
