@@ -77,7 +77,7 @@ pub fn sdpa_forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, backend: Bac
             let (out, lse, _seed, _offset) =
                 Tensor::f_internal_scaled_dot_product_efficient_attention(q, k, v, None::<Tensor>, true, 0.0, false, scale)?;
             // The kernel pads lse to a multiple of 32 rows; keep the real rows.
-            let m = q.size()[2];
+            let m = tokens(q)?;
             let lse = lse.f_narrow(2, 0, m)?;
             Ok((out, lse))
         }
@@ -114,6 +114,11 @@ pub fn sdpa_backward(
         Backend::Math => math_backward(dout, q, k, v, out, lse, scale),
         Backend::Auto => Err(DglError::value("backend", "resolve 'auto' before calling the kernel")),
     }
+}
+
+/// The tokens dimension of a `(batch, heads, tokens, head_dim)` tensor.
+fn tokens(t: &Tensor) -> Result<i64> {
+    t.size().get(2).copied().ok_or_else(|| DglError::shape("q/k", "(batch, heads, tokens, head_dim)", t.size()))
 }
 
 /// The accumulation dtype: float32 for half types, the input dtype otherwise.
@@ -172,7 +177,7 @@ fn efficient_backward(
     lse: &Tensor,
     scale: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let (m, n) = (q.size()[2], k.size()[2]);
+    let (m, n) = (tokens(q)?, tokens(k)?);
     // The kernel expects lse padded to a multiple of 32 rows, as its forward made it.
     let padded = (m + 31) / 32 * 32;
     let lse = if padded == m { lse.f_contiguous()? } else { lse.f_constant_pad_nd([0, padded - m].as_slice())? };
