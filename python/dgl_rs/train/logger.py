@@ -1,0 +1,138 @@
+"""Run logging: python logging, a JSONL metrics file, TensorBoard (optional) and PNG plots.
+
+Only the master rank creates a :class:`RunLogger` that writes anything; other ranks get
+one built with ``enabled=False`` whose methods do nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("dgl_rs.train")
+
+
+def setup_logging(log_file: str | os.PathLike | None, level: int = logging.INFO,
+                  is_master: bool = True) -> None:
+    """Log to stderr (and ``log_file``) from the master rank; other ranks log warnings
+    and errors only. Handlers added by an earlier call in the same process are
+    replaced, so ``main(argv)`` can be called repeatedly from tests."""
+    root = logging.getLogger("dgl_rs")
+    for handler in list(root.handlers):
+        if getattr(handler, "_dgl_rs", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level if is_master else logging.WARNING)
+    root.propagate = False
+    fmt = logging.Formatter("%(asctime)s | %(levelname)s | %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file and is_master:
+        handlers.append(logging.FileHandler(log_file))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        handler._dgl_rs = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+
+
+class RunLogger:
+    """Scalars to ``metrics.jsonl`` (one JSON object per line) and TensorBoard.
+
+    ``log(step, {"train/loss": ..}, epoch=..)`` appends one record; :meth:`plot` redraws
+    ``loss.png`` (train loss per step) and ``recall.png`` (R@1 per epoch) from the records
+    of this run (resumed runs read back the earlier part of the file first).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True,
+                 tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
+        self.records: list[dict[str, Any]] = []
+        self.writer = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            with open(self.path) as f:
+                self.records = [json.loads(line) for line in f if line.strip()]
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # pragma: no cover - tensorboard is an optional extra
+                log.warning("tensorboard is not installed: logging to metrics.jsonl only")
+            else:
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after ``step`` (a resumed run replays those steps)."""
+        if not self.enabled:
+            return
+        kept = [r for r in self.records if r.get("step", -1) <= step]
+        if len(kept) != len(self.records):
+            self.records = kept
+            with open(self.path, "w") as f:
+                for r in kept:
+                    f.write(json.dumps(r) + "\n")
+
+    def log(self, step: int, scalars: dict[str, float], **extra: Any) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **extra, **{k: float(v) for k, v in scalars.items()}}
+        self.records.append(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in scalars.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, step)
+
+    def plot(self) -> list[Path]:
+        """Write ``loss.png`` and ``recall.png`` (when there are eval records); returns
+        the paths written. Needs matplotlib; skipped with a warning without it."""
+        if not self.enabled:
+            return []
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # pragma: no cover
+            log.warning("matplotlib is not installed: no plots")
+            return []
+        written = []
+        loss = [(r["step"], r["train/loss"]) for r in self.records if "train/loss" in r]
+        if loss:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.plot(*zip(*loss), lw=1)
+            ax.set_xlabel("step")
+            ax.set_ylabel("symmetric InfoNCE")
+            ax.set_title("training loss")
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(self.run_dir / "loss.png", dpi=100)
+            plt.close(fig)
+            written.append(self.run_dir / "loss.png")
+        keys = sorted({k for r in self.records for k in r if k.endswith("/R@1") and "epoch" in r})
+        if keys:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for key in keys:
+                pts = [(r["epoch"], r[key]) for r in self.records if key in r]
+                ax.plot(*zip(*pts), marker="o", label=key)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("R@1 (%)")
+            ax.set_title("retrieval R@1 per epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(self.run_dir / "recall.png", dpi=100)
+            plt.close(fig)
+            written.append(self.run_dir / "recall.png")
+        return written
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

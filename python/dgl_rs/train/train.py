@@ -1,0 +1,330 @@
+"""The epoch loop: deterministic sharded batches, one contrastive step, interrupt checks.
+
+Determinism (what makes interrupt-and-resume exact on CPU):
+
+* :class:`EpochBatchSampler` draws the shuffle order from ``(seed, epoch)`` only, and a
+  resumed epoch starts at the step where the interrupted one stopped;
+* :class:`SeededDataset` re-seeds python/numpy/torch from ``(seed, epoch, index)`` before
+  loading each sample, so the random frame of each segment does not depend on which
+  worker process loads it or on what ran before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .distributed import DistInfo, all_reduce_grads, gather_with_grad
+
+log = logging.getLogger("dgl_rs.train")
+
+
+# ----------------------------------------------------------------------- sampling
+def _mix(*keys: int) -> int:
+    """A 63-bit seed that depends only on the non-negative ints ``keys``."""
+    state = np.random.SeedSequence(list(keys)).generate_state(2)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Seed of sample ``index`` in ``epoch`` (its random frames, augmentation)."""
+    return _mix(seed & 0xFFFFFFFF, epoch, 1, index)
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """Seed of the shuffle order of ``epoch``."""
+    return _mix(seed & 0xFFFFFFFF, epoch, 0)
+
+
+class EpochBatchSampler:
+    """Batches of ``(index, sample_seed)`` for one rank.
+
+    The epoch's order is a permutation drawn from ``(seed, epoch)``. Global step s uses
+    positions ``[s*G, (s+1)*G)`` of it with G = batch_size * world_size, and rank r gets
+    the r-th block of ``batch_size`` of those, so the rank-ordered concatenation of the
+    local batches equals the batch a single process with batch size G sees. The last
+    partial global batch is dropped (every rank must contribute the same count).
+    Set :attr:`epoch` and :attr:`start_step` before iterating.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_step = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_samples // (self.batch_size * self.world_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_samples)
+        gen = torch.Generator().manual_seed(order_seed(self.seed, epoch))
+        return torch.randperm(self.num_samples, generator=gen).numpy()
+
+    def __len__(self) -> int:
+        return max(0, self.steps_per_epoch - self.start_step)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = self.order(self.epoch)
+        g = self.batch_size * self.world_size
+        for step in range(self.start_step, self.steps_per_epoch):
+            lo = step * g + self.rank * self.batch_size
+            yield [(int(i), sample_seed(self.seed, self.epoch, int(i)))
+                   for i in order[lo:lo + self.batch_size]]
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Wraps a map-style dataset; ``ds[(index, seed)]`` seeds python, numpy and torch
+    with ``seed`` and returns ``base[index]``. In the main process (``workers=0``) the
+    global RNG states are restored afterwards, so loading leaves training RNG alone."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getattr__(self, name: str):
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            return self.base[key]
+        index, seed = key
+        in_main = torch.utils.data.get_worker_info() is None
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if in_main else None
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.default_generator.manual_seed(seed)
+        try:
+            return self.base[index]
+        finally:
+            if saved is not None:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+# --------------------------------------------------------------------- interrupts
+class StopFlag:
+    """Turns SIGTERM / SIGINT into a request to stop after the current step.
+
+    The first signal is recorded (:attr:`signum`); the handlers are then restored, so
+    a second Ctrl-C kills the process the usual way. Use as a context manager; only the
+    main thread can install handlers (elsewhere this is a no-op)."""
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signals = signals
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            log.warning("received %s: stopping after this step and saving a checkpoint",
+                        signal.Signals(signum).name)
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, prev in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, prev)
+        self._previous.clear()
+
+    def __enter__(self) -> "StopFlag":
+        with contextlib.suppress(ValueError):  # not the main thread
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when ``flag`` is true on any rank (keeps ranks in lock-step)."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+# ------------------------------------------------------------------------ the step
+def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of the cross-entropy over rows (text->video) and columns (video->text),
+    the diagonal being the positives. Uses ``dgl_rs.symmetric_infonce`` when present."""
+    import dgl_rs
+
+    fn = getattr(dgl_rs, "symmetric_infonce", None)
+    if fn is not None:
+        return fn(logits)
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def autocast_for(precision: str, device: torch.device):
+    """Autocast context of a resolved precision (fp32 / amp_bf16 / amp)."""
+    if precision == "amp_bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "amp":
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def contrastive_loss(model, frames: torch.Tensor, tokens: torch.Tensor, precision: str,
+                     device: torch.device) -> torch.Tensor:
+    """Symmetric InfoNCE over the GLOBAL batch: local embeddings are normalised, gathered
+    from all ranks (gradient through the local shard only) and compared all-to-all."""
+    with autocast_for(precision, device):
+        if hasattr(model, "generate_prompts"):
+            prompts = model.generate_prompts()  # once per step, shared by both towers
+            video = model.encode_video(frames, prompts)
+            text = model.encode_text(tokens, prompts)
+        else:
+            video = model.encode_video(frames)
+            text = model.encode_text(tokens)
+    video = gather_with_grad(F.normalize(video.float(), dim=-1))
+    text = gather_with_grad(F.normalize(text.float(), dim=-1))
+    logits = model.logit_scale.exp().float() * text @ video.t()
+    return symmetric_infonce(logits)
+
+
+def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames, token ids) from a collated batch: a dict with ``frames`` and ``tokens``
+    (or ``text``), or a tuple whose first two items are those."""
+    if isinstance(batch, dict):
+        tokens = batch.get("tokens", batch.get("text"))
+        return batch["frames"], tokens
+    return batch[0], batch[1]
+
+
+@dataclass
+class EpochResult:
+    steps_done: int  # steps of this epoch completed (incl. those before a resume)
+    global_step: int
+    interrupted: bool
+    mean_loss: float
+    samples_per_s: float
+    skipped: int = 0
+    losses: list = field(default_factory=list)
+
+
+def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, scheduler,
+                    scaler, *, epoch: int, global_step: int, cfg, info: DistInfo,
+                    precision: str, stop: StopFlag, run_logger=None,
+                    on_step: Optional[Callable[[int, int], None]] = None,
+                    save_step: Optional[Callable[[int, int], None]] = None) -> EpochResult:
+    """Train from ``sampler.start_step`` to the end of the epoch (or until a stop is
+    requested on any rank). ``on_step(epoch, step)`` runs after each optimizer step
+    (tests use it to deliver signals); ``save_step(epoch, steps_done)`` is called every
+    ``cfg.save_every`` steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    step = sampler.start_step
+    total = sampler.steps_per_epoch
+    bar = None
+    if info.is_master and not cfg.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="step", dynamic_ncols=True, leave=False)
+    losses: list[float] = []
+    samples = 0
+    skipped_total = 0
+    t_epoch = time.perf_counter()
+    t_log = t_epoch
+    samples_log = 0
+    interrupted = False
+    for batch in loader:
+        if isinstance(batch, dict):
+            skipped_total += int(batch.get("num_skipped", 0))
+            if batch.get("batch_size", 1) == 0:
+                # Every video of this local batch was broken (and skipped).
+                if info.distributed:
+                    raise RuntimeError(f"rank {info.rank}: every video of the batch at epoch "
+                                       f"{epoch} step {step} is broken; fix or drop them")
+                log.warning("epoch %d step %d: every video of the batch is broken; step "
+                            "skipped", epoch + 1, step)
+                scheduler.step()
+                step += 1
+                global_step += 1
+                continue
+        frames, tokens = split_batch(batch)
+        frames = frames.to(info.device, non_blocking=True)
+        tokens = tokens.to(info.device, non_blocking=True)
+        lr = scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = contrastive_loss(model, frames, tokens, precision, info.device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}")
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        all_reduce_grads(params)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        step += 1
+        global_step += 1
+        value = loss.item()
+        losses.append(value)
+        n = frames.shape[0] * info.world_size
+        samples += n
+        samples_log += n
+        if bar is not None:
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+            bar.update(1)
+        if run_logger is not None and (step % cfg.log_every == 0 or step == total):
+            now = time.perf_counter()
+            run_logger.log(global_step, {"train/loss": value, "train/lr": lr,
+                                         "train/samples_per_s": samples_log / max(now - t_log, 1e-9)},
+                           epoch=epoch)
+            t_log, samples_log = now, 0
+        if on_step is not None:
+            on_step(epoch, step)
+        if any_rank(stop.requested, info):
+            interrupted = step < total
+            break
+        if save_step is not None and cfg.save_every and global_step % cfg.save_every == 0 \
+                and step < total:
+            save_step(epoch, step)
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t_epoch
+    if skipped_total:
+        log.warning("epoch %d: skipped %d broken samples", epoch + 1, skipped_total)
+    return EpochResult(
+        steps_done=step, global_step=global_step, interrupted=interrupted,
+        mean_loss=float(np.mean(losses)) if losses else math.nan,
+        samples_per_s=samples / max(elapsed, 1e-9), skipped=skipped_total, losses=losses)
