@@ -87,6 +87,7 @@ pub fn sdpa_forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, backend: Bac
 }
 
 /// Backward: `(dq, dk, dv)` from the saved `(out, lse)`.
+#[allow(clippy::too_many_arguments)]
 pub fn sdpa_backward(
     dout: &Tensor,
     q: &Tensor,
