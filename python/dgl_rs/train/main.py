@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +104,13 @@ def build_backbone(cfg: TrainConfig, device: torch.device):
 
 
 def load_backbone(load_clip, model_name: str, pretrained: str, device):
+    """``load_clip`` with errors as :class:`UsageError`. The backbone's initialisation
+    runs under a fixed seed, isolated from the global RNG: with ``--pretrained none``
+    (random weights) training, evaluation and search all see the same backbone."""
     try:
-        return load_clip(model_name, pretrained, device=device, precision="fp32")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return load_clip(model_name, pretrained, device=device, precision="fp32")
     except UsageError:
         raise
     except (ValueError, RuntimeError, OSError, KeyError) as exc:
@@ -173,30 +179,44 @@ def read_records(cfg: TrainConfig, train: bool):
     return records[:limit] if limit else records
 
 
-def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo) -> DataBundle:
-    """Training pairs, evaluation set(s) and (with --qb-norm) the query bank."""
-    from dgl_rs.data import datasets as D
+def data_transform(cfg: TrainConfig, preprocess_cfg):
+    """``(VideoTransform, tokenize)`` for the backbone (``--image-size`` overrides)."""
     from dgl_rs.data.video import VideoTransform
+    from dgl_rs.evaluate import tokenize
 
     pre = dict(preprocess_cfg or {})
     if cfg.image_size:
         pre["image_size"] = cfg.image_size
-    transform = VideoTransform.from_preprocess_cfg(pre)
-    from dgl_rs.evaluate import tokenize
+    context_length = cfg.context_length
 
     def tok(texts):
-        return tokenize(texts, cfg.context_length)
+        return tokenize(texts, context_length)
 
+    return VideoTransform.from_preprocess_cfg(pre), tok
+
+
+def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo,
+               train: bool = True) -> DataBundle:
+    """Training pairs (``train``), evaluation set(s) and (with --qb-norm) the query bank
+    (the training captions)."""
+    from dgl_rs.data import datasets as D
+
+    transform, tok = data_transform(cfg, preprocess_cfg)
     train_err = cfg.on_broken or "skip"
     eval_err = cfg.on_broken or "raise"
     if cfg.dataset == "synthetic":
         return build_synthetic_data(cfg, transform, tok, train_err, eval_err)
-    train = D.TrainPairs(read_records(cfg, True), cfg.num_frames, transform, tok,
-                         on_error=train_err)
     evals = {"test": D.EvalSet(read_records(cfg, False), cfg.num_frames, transform,
                                tokenizer=tok, on_error=eval_err)}
-    return DataBundle(train=train, collate_fn=D.collate_skip, evals=evals,
-                      query_bank=train.captions if cfg.qb_norm else None)
+    if not train:
+        bank = None
+        if cfg.qb_norm:
+            bank = [c for r in read_records(cfg, True) for c in r.captions]
+        return DataBundle(train=None, evals=evals, query_bank=bank)
+    pairs = D.TrainPairs(read_records(cfg, True), cfg.num_frames, transform, tok,
+                         on_error=train_err)
+    return DataBundle(train=pairs, collate_fn=D.collate_skip, evals=evals,
+                      query_bank=pairs.captions if cfg.qb_norm else None)
 
 
 SYNTHETIC_EVAL_SEED_OFFSET = 1000  # test videos come from another seed than training
@@ -206,7 +226,7 @@ def build_synthetic_data(cfg: TrainConfig, transform, tok, train_err: str,
                          eval_err: str) -> DataBundle:
     """The synthetic benchmark: train on the chosen split(s) ("both" = the ``mixed``
     split, half static, half temporal), evaluate on each split separately, on videos
-    drawn from another seed."""
+    drawn from another seed. (Rendering never fails, so ``on_broken`` is moot.)"""
     from dgl_rs.data import collate_skip
     from dgl_rs.data.synthetic import SyntheticVideoDataset
 
@@ -270,7 +290,10 @@ def export_prompts(model, path: Path, cfg: TrainConfig) -> None:
     """``prompts.safetensors`` (``model.save_prompts``) plus ``model.json`` beside it:
     the backbone (model name, weights) and DGL config needed to rebuild the model."""
     ckpt.atomic_write(path, lambda tmp: model.save_prompts(str(tmp)))
-    meta = {"model": cfg.model, "pretrained": cfg.pretrained, "dgl": model.config,
+    pretrained = cfg.pretrained
+    if pretrained and os.path.isfile(pretrained):
+        pretrained = os.path.abspath(pretrained)
+    meta = {"model": cfg.model, "pretrained": pretrained, "dgl": model.config,
             "prompts": path.name}
     ckpt.atomic_write_text(path.with_name("model.json"), json.dumps(meta, indent=2) + "\n")
 
@@ -300,6 +323,11 @@ def _run(cfg: TrainConfig, info: DistInfo, on_step) -> int:
     if resume_path is None and ckpt.list_checkpoints(ckpt_dir):
         raise UsageError(f"run folder {run_dir} already has checkpoints: continue it with "
                          f"--resume latest, or pick another --name")
+    # Same seed on every rank for the prompt init; rank-specific streams afterwards.
+    seed_everything(cfg.seed)
+    # The backbone first: an unknown model or unreachable weights fail before the run
+    # folder exists.
+    clip, preprocess_cfg, tokenizer = build_backbone(cfg, info.device)
     if info.is_master:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier()
@@ -310,10 +338,6 @@ def _run(cfg: TrainConfig, info: DistInfo, on_step) -> int:
         ckpt.atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
     log.info("run %s on %s (%s), world size %d, precision %s", cfg.name, info.device,
              "distributed" if info.distributed else "single process", info.world_size, precision)
-
-    # Same seed on every rank for the prompt init; rank-specific streams afterwards.
-    seed_everything(cfg.seed)
-    clip, preprocess_cfg, tokenizer = build_backbone(cfg, info.device)
     model = build_model(cfg, clip).to(info.device)
     broadcast_trainable(model, info)
     seed_everything(cfg.seed + info.rank)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -138,13 +139,18 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
-    """One kebab-case flag per dataclass field, with the field's help text."""
+def add_arguments(parser: argparse.ArgumentParser, cls=TrainConfig,
+                  include: Optional[Sequence[str]] = None,
+                  defaults: Optional[dict[str, Any]] = None) -> None:
+    """One kebab-case flag per dataclass field (or per field in ``include``), with the
+    field's help text; ``defaults`` overrides field defaults."""
     for f in dataclasses.fields(cls):
+        if include is not None and f.name not in include:
+            continue
         meta = dict(f.metadata)
         flag = meta.pop("flag", None) or "--" + f.name.replace("_", "-")
         help_text = meta.pop("help")
-        default = f.default
+        default = (defaults or {}).get(f.name, f.default)
         if ("action" not in meta and not meta.get("required") and default is not None
                 and "(default" not in help_text):
             shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
@@ -182,10 +188,20 @@ def validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--num-text-prompts must be >= 0, got {cfg.num_text_prompts}")
     if not cfg.lr > 0:
         raise UsageError(f"--lr must be > 0, got {cfg.lr}")
-    if cfg.dataset != "synthetic" and not cfg.data_root:
-        raise UsageError(f"--data-root is required for --dataset {cfg.dataset}")
+    check_data_root(cfg)
     if cfg.resume == "latest" and not cfg.name:
         raise UsageError("--resume latest needs --name (the run to continue)")
+
+
+def check_data_root(cfg) -> None:
+    """A real dataset needs an existing --data-root (checked before any model loads)."""
+    if cfg.dataset == "synthetic":
+        return
+    if not cfg.data_root:
+        raise UsageError(f"--data-root is required for --dataset {cfg.dataset}")
+    if not os.path.isdir(cfg.data_root):
+        raise UsageError(f"--data-root {cfg.data_root}: no such directory (the {cfg.dataset} "
+                         "dataset root: annotation files and a videos/ folder)")
 
 
 def build_parser(prog: str = "dgl-rs train") -> argparse.ArgumentParser:
