@@ -168,11 +168,11 @@ def toy_argv(tmp_path, *extra):
 
 
 # ------------------------------------------------------------------- unit tests
-def test_recipe_defaults_and_overrides():
-    cfg = parse_args(["--dataset", "msrvtt", "--data-root", "/x"])
+def test_recipe_defaults_and_overrides(tmp_path):
+    cfg = parse_args(["--dataset", "msrvtt", "--data-root", str(tmp_path)])
     assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.num_frames, cfg.generator) == (2e-3, 5, 128, 12, "transformer")
     assert cfg.model == "ViT-B-32-quickgelu" and cfg.pretrained == "openai"
-    cfg = parse_args(["--dataset", "activitynet", "--data-root", "/x", "--lr", "3e-3"])
+    cfg = parse_args(["--dataset", "activitynet", "--data-root", str(tmp_path), "--lr", "3e-3"])
     assert (cfg.lr, cfg.num_frames, cfg.context_length, cfg.generator) == (3e-3, 64, 64, "linear")
     assert RECIPES["lsmdc"]["lr"] == 1e-2 and RECIPES["vatex"]["batch_size"] == 64
 
