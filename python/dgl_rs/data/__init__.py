@@ -1,0 +1,54 @@
+"""Video data: decoding, transforms, dataset readers, loaders, the synthetic benchmark.
+
+- :func:`decode_frames`, :class:`VideoTransform`, :class:`VideoDecodeError` (``video``)
+- readers (``read_msrvtt``, ``read_vatex``, ``read_lsmdc``, ``read_activitynet``,
+  ``read_folder``, ``read_dataset``) -> :class:`VideoRecord` lists; :class:`TrainPairs`,
+  :class:`EvalSet`, :func:`make_loader`, :func:`collate_skip` (``datasets``)
+- :class:`SyntheticVideoDataset`, :func:`render_video`, :func:`write_synthetic_videos`
+  (``synthetic``)
+"""
+
+from .datasets import (
+    READERS,
+    EvalSet,
+    TrainPairs,
+    VideoLoader,
+    VideoRecord,
+    collate_skip,
+    index_videos,
+    make_loader,
+    read_activitynet,
+    read_dataset,
+    read_folder,
+    read_lsmdc,
+    read_msrvtt,
+    read_vatex,
+    seed_worker,
+)
+from .synthetic import (
+    SyntheticVideoDataset,
+    VideoSpec,
+    describe_frame,
+    make_specs,
+    render_video,
+    sample_stills,
+    write_synthetic_videos,
+)
+from .video import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    VideoDecodeError,
+    VideoTransform,
+    decode_frames,
+    sample_indices,
+    write_video,
+)
+
+__all__ = [
+    "OPENAI_MEAN", "OPENAI_STD", "READERS", "EvalSet", "SyntheticVideoDataset", "TrainPairs",
+    "VideoDecodeError", "VideoLoader", "VideoRecord", "VideoSpec", "VideoTransform",
+    "collate_skip", "decode_frames", "describe_frame", "index_videos", "make_loader",
+    "make_specs", "read_activitynet", "read_dataset", "read_folder", "read_lsmdc",
+    "read_msrvtt", "read_vatex", "render_video", "sample_indices", "sample_stills",
+    "seed_worker", "write_synthetic_videos", "write_video",
+]
