@@ -419,6 +419,10 @@ def _run(cfg: TrainConfig, info: DistInfo, on_step) -> int:
                          epoch + 1, cfg.name)
                 run_logger.close()
                 return 128 + int(stop.signum)
+    if not results and bundle.evals:
+        # e.g. resumed after a stop that came during the last epoch's evaluation
+        results = run_evaluation(model, bundle, cfg, info, precision)
+        log_results(results)
     if info.is_master:
         export_prompts(model, run_dir / "prompts.safetensors", cfg)
         if results:
