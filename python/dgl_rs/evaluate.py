@@ -324,7 +324,7 @@ def load_dgl(prompts: Optional[str | os.PathLike] = None, *, model_name: Optiona
 # -------------------------------------------------------------------- dgl-rs eval
 EVAL_FIELDS = ("dataset", "data_root", "train_annotations", "eval_annotations", "eval_limit",
                "synthetic_split", "synthetic_videos", "synthetic_eval_videos",
-               "synthetic_seed", "image_size", "workers", "on_broken", "model", "pretrained",
+               "synthetic_seed", "workers", "on_broken", "model", "pretrained",
                "num_frames", "eval_batch_size", "qb_norm", "dsl", "device", "precision",
                "no_progress")
 

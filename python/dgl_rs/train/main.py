@@ -180,13 +180,11 @@ def read_records(cfg: TrainConfig, train: bool):
 
 
 def data_transform(cfg: TrainConfig, preprocess_cfg):
-    """``(VideoTransform, tokenize)`` for the backbone (``--image-size`` overrides)."""
+    """``(VideoTransform, tokenize)`` for the backbone's input size and mean/std."""
     from dgl_rs.data.video import VideoTransform
     from dgl_rs.evaluate import tokenize
 
     pre = dict(preprocess_cfg or {})
-    if cfg.image_size:
-        pre["image_size"] = cfg.image_size
     context_length = cfg.context_length
 
     def tok(texts):

@@ -71,17 +71,18 @@ class TrainConfig:
     synthetic_eval_videos: int = _f("--dataset synthetic: test videos per split", 256, type=int)
     synthetic_seed: int = _f("--dataset synthetic: seed of the training videos (test videos "
                              "use seed + 1000)", 0, type=int)
-    image_size: Optional[int] = _f("frame size fed to the model (default: the backbone's)",
-                                   type=int)
     workers: int = _f("data-loader worker processes per rank", 2, type=int)
     on_broken: Optional[str] = _f(
         "what a broken or missing video does: 'skip' it (counted in the log) or 'raise' an "
         "error naming it. Default: skip in training, raise in evaluation",
         choices=("skip", "raise"))
     # model
-    model: Optional[str] = _f(f"open_clip model name (default {DEFAULT_MODEL})")
-    pretrained: Optional[str] = _f(f"backbone weights: 'openai', a local checkpoint file, or "
-                                   f"'synthetic-tiny' (default {DEFAULT_PRETRAINED})")
+    model: Optional[str] = _f(f"open_clip model name (default {DEFAULT_MODEL}; synthetic-tiny "
+                              "for --dataset synthetic)")
+    pretrained: Optional[str] = _f(f"backbone weights: 'openai', a local checkpoint file, "
+                                   f"'synthetic-tiny' (the shipped tiny CLIP) or 'none' "
+                                   f"(default {DEFAULT_PRETRAINED}; synthetic-tiny for "
+                                   "--dataset synthetic)")
     generator: Optional[str] = _f("local prompt generator: DGL-Transformer or DGL-Linear "
                                   "(default: recipe)", choices=GENERATORS)
     num_global: int = _f("global prompts per video (n_g)", 4, type=int)
