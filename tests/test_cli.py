@@ -147,3 +147,35 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--resume" in capsys.readouterr().out
+
+
+def test_train_on_a_folder_of_real_videos(tmp_path, capsys):
+    """`dgl-rs train --dataset folder`: decoded mp4s + a captions CSV, broken files skipped
+    in training; then `dgl-rs eval` on the run folder."""
+    from dgl_rs.data import write_synthetic_videos
+
+    data = tmp_path / "data"
+    write_synthetic_videos(data, split="static", num_videos=8, num_frames=4, seed=5)
+    (data / "broken.mp4").write_text("not a video")
+    rows = (data / "captions.csv").read_text().splitlines()
+    (data / "train.csv").write_text("\n".join(rows + ["broken.mp4,a broken clip"]) + "\n")
+    (data / "test.csv").write_text("\n".join(rows) + "\n")
+    rc = main(["train", "--dataset", "folder", "--data-root", str(data), "--model", "synthetic-tiny",
+               "--pretrained", "none", "--num-frames", "2", "--batch-size", "3", "--epochs", "1",
+               "--output-dir", str(tmp_path / "runs"), "--name", "f", "--workers", "0",
+               "--device", "cpu", "--no-progress", "--no-tensorboard"])
+    assert rc == 0
+    res = json.loads((tmp_path / "runs" / "f" / "results.json").read_text())
+    assert res["results"]["test"]["num_videos"] == 8
+    assert "skipped 1 broken samples" in (tmp_path / "runs" / "f" / "out.log").read_text()
+    capsys.readouterr()
+    assert main(["eval", "--prompts", str(tmp_path / "runs" / "f"), "--dataset", "folder",
+                 "--data-root", str(data), "--device", "cpu", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("results: ")
+    # evaluation stops on a broken test video, naming it, unless told to skip
+    (data / "test.csv").write_text("\n".join(rows + ["broken.mp4,a broken clip"]) + "\n")
+    argv = ["eval", "--prompts", str(tmp_path / "runs" / "f"), "--dataset", "folder",
+            "--data-root", str(data), "--device", "cpu", "--no-progress"]
+    assert main(argv) == 2
+    assert "broken.mp4" in capsys.readouterr().err
+    assert main([*argv, "--on-broken", "skip"]) == 0

@@ -81,6 +81,19 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
+def _video_error(exc: BaseException) -> Optional[str]:
+    """The message of an unreadable-video error, also when a DataLoader worker raised it
+    (torch re-raises it as a RuntimeError carrying the worker's traceback)."""
+    from .data.video import VideoDecodeError
+
+    if isinstance(exc, VideoDecodeError):
+        return str(exc)
+    tag = f"{VideoDecodeError.__module__}.{VideoDecodeError.__name__}: "
+    if isinstance(exc, RuntimeError) and tag in str(exc):
+        return str(exc).rsplit(tag, 1)[1].strip()
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .train.params import UsageError
 
@@ -98,11 +111,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except FileNotFoundError as exc:
         return _fail(command, str(exc))
     except Exception as exc:
-        from .data.video import VideoDecodeError
-
-        if isinstance(exc, VideoDecodeError):
-            return _fail(command, f"{exc} (pass --on-broken skip to leave such videos out)")
-        raise
+        message = _video_error(exc)
+        if message is None:
+            raise
+        return _fail(command, f"{message} (pass --on-broken skip to leave such videos out)")
     except KeyboardInterrupt:
         print(f"dgl-rs {command}: interrupted", file=sys.stderr)
         return 130
