@@ -1,0 +1,229 @@
+"""Pretrain the tiny CLIP (``synthetic-tiny``) on synthetic still frames.
+
+``dgl-rs pretrain-synthetic`` calls :func:`main`. The model (config
+``dgl_rs/configs/synthetic-tiny.json``: a 4-layer ViT on 64 px frames, a 4-layer text
+transformer, 64-d embeddings, nn.MultiheadAttention towers as DGL expects) is trained
+contrastively on single frames of the synthetic benchmark and their static captions
+(:func:`dgl_rs.data.sample_stills`: colour, shape and place of every visible object),
+so that as a FROZEN backbone it gives per-frame features that know shape, colour and
+position. It never sees a video or a temporal caption.
+
+Loss: symmetric InfoNCE with a learnable temperature, where every item of the batch with
+the same caption counts as a positive (the caption space is small, so duplicates are
+common). AdamW, linear warm-up then cosine. Weights are written as fp16 safetensors
+plus a json of metadata, both atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("dgl_rs.pretrain")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="dgl-rs pretrain-synthetic",
+        description="Pretrain the tiny CLIP 'synthetic-tiny' on synthetic still frames "
+                    "and write fp16 safetensors weights plus a json of metadata.")
+    p.add_argument("--out", default="synthetic-tiny.safetensors",
+                   help="output weights (.safetensors); metadata goes to the same name "
+                        "with .json")
+    p.add_argument("--steps", type=int, default=800, help="optimisation steps")
+    p.add_argument("--batch-size", type=int, default=128, help="image-caption pairs per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--wd", type=float, default=0.1,
+                   help="weight decay (not on biases, norms, embeddings, logit scale)")
+    p.add_argument("--warmup", type=float, default=0.05,
+                   help="fraction of the steps spent in linear warm-up")
+    p.add_argument("--pool-size", type=int, default=16000,
+                   help="training stills rendered up front and sampled from")
+    p.add_argument("--eval-samples", type=int, default=1000,
+                   help="held-out stills for the zero-shot check (0 to skip)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the init")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "pool_size", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.eval_samples < 0:
+        p.error("--eval-samples must be >= 0")
+    if not 0 <= args.warmup < 1:
+        p.error("--warmup must be in [0, 1)")
+    if not str(args.out).endswith(".safetensors"):
+        p.error("--out must end with .safetensors")
+    return args
+
+
+def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """Token ids of the unique captions and each caption's row in them."""
+    unique, inverse = np.unique(np.array(captions, dtype=object), return_inverse=True)
+    return tokenizer([str(c) for c in unique]), inverse.astype(np.int64)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor,
+                     logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over normalised embeddings (B, D); items with equal ``labels``
+    (same caption) are all positives, with equal weight."""
+    logits = logit_scale * img @ txt.t()
+    pos = (labels[:, None] == labels[None, :]).float()
+    target = pos / pos.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+@torch.no_grad()
+def _embed(model, pixels: torch.Tensor, tokens: torch.Tensor, device, batch: int = 512):
+    img = torch.cat([F.normalize(model.encode_image(pixels[i:i + batch].to(device)), dim=-1)
+                     for i in range(0, len(pixels), batch)])
+    txt = torch.cat([F.normalize(model.encode_text(tokens[i:i + batch].to(device)), dim=-1)
+                     for i in range(0, len(tokens), batch)])
+    return img, txt
+
+
+@torch.no_grad()
+def zero_shot(model, transform, tokenizer, num: int, seed: int, device) -> dict[str, float]:
+    """Retrieval on held-out stills (a different seed than training).
+
+    ``i2t_R@1``: each still ranks the K distinct captions of the set (chance 1/K);
+    ``t2i_R@1``: each distinct caption ranks the stills, a hit when the top still has
+    that caption (chance: the mean share of stills per caption)."""
+    from .data import sample_stills
+
+    was = model.training
+    model.eval()
+    frames, captions = sample_stills(num, seed=seed)
+    tokens, label = _tokens(tokenizer, captions)
+    img, txt = _embed(model, transform(frames), tokens, device)
+    sim = (img @ txt.t()).cpu()  # (stills, captions)
+    label_t = torch.from_numpy(label)
+    i2t = (sim.argmax(dim=1) == label_t).float().mean().item()
+    t2i = (label_t[sim.argmax(dim=0)] == torch.arange(len(tokens))).float().mean().item()
+    counts = np.bincount(label, minlength=len(tokens))
+    model.train(was)
+    return {"i2t_R@1": 100 * i2t, "i2t_chance": 100 / len(tokens),
+            "t2i_R@1": 100 * t2i, "t2i_chance": 100 * float(np.mean(counts / num)),
+            "num_stills": num, "num_captions": int(len(tokens))}
+
+
+def _param_groups(model, wd: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = p.ndim < 2 or "embedding" in name or "logit_scale" in name or "ln" in name
+        (no_decay if plain else decay).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def save_weights(model, out: Path, meta: dict) -> None:
+    """fp16 safetensors + json metadata, each written to a temp file then os.replace'd."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else
+                 v.detach().cpu()).contiguous() for k, v in model.state_dict().items()}
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "model": meta["model"]})
+    os.chmod(tmp, 0o644)  # safetensors creates it private; these are shipped weights
+    os.replace(tmp, out)
+    meta_path = out.with_suffix(".json")
+    tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_meta, meta_path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``dgl-rs pretrain-synthetic`` (flags: ``--help``). Returns 0."""
+    args = parse_args(argv)
+    import open_clip
+    from tqdm.auto import tqdm
+
+    from .backbones import SYNTHETIC_TINY, load_clip
+    from .data import VideoTransform, sample_stills
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    t0 = time.time()
+    model, pp, tokenizer = load_clip(SYNTHETIC_TINY, None, device=device)
+    model.train()
+    transform = VideoTransform.from_preprocess_cfg(pp)
+
+    frames, captions = sample_stills(args.pool_size, seed=args.seed)
+    tokens, label = _tokens(tokenizer, captions)
+    label = torch.from_numpy(label)
+    log.info("pool: %d stills, %d distinct captions (%.1fs)", len(frames), len(tokens),
+             time.time() - t0)
+
+    opt = torch.optim.AdamW(_param_groups(model, args.wd), lr=args.lr, betas=(0.9, 0.98),
+                            eps=1e-6)
+    warm = max(1, int(args.warmup * args.steps))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return args.lr * (step + 1) / warm
+        return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warm) / max(1, args.steps - warm)))
+
+    gen = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(len(frames), generator=gen)
+    pos, ema = 0, None
+    bar = tqdm(range(args.steps), desc="pretrain synthetic-tiny", disable=args.no_progress,
+               dynamic_ncols=True)
+    for step in bar:
+        if pos + args.batch_size > len(order):
+            order, pos = torch.randperm(len(frames), generator=gen), 0
+        idx = order[pos:pos + args.batch_size]
+        pos += args.batch_size
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        lab = label[idx]
+        img = F.normalize(model.encode_image(transform(frames[idx]).to(device)), dim=-1)
+        txt = F.normalize(model.encode_text(tokens[lab].to(device)), dim=-1)
+        loss = contrastive_loss(img, txt, lab.to(device), model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+    train_time = time.time() - t0
+
+    result = {}
+    if args.eval_samples:
+        result = zero_shot(model, transform, tokenizer, args.eval_samples, args.seed + 1000,
+                           device)
+        print(f"zero-shot on {result['num_stills']} held-out stills "
+              f"({result['num_captions']} distinct captions): "
+              f"image->caption R@1 {result['i2t_R@1']:.1f}% (chance {result['i2t_chance']:.2f}%), "
+              f"caption->image R@1 {result['t2i_R@1']:.1f}% (chance {result['t2i_chance']:.2f}%)")
+    meta = {"model": SYNTHETIC_TINY, "config": f"configs/{SYNTHETIC_TINY}.json",
+            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "wd": args.wd,
+            "pool_size": args.pool_size, "seed": args.seed, "final_loss": ema,
+            "logit_scale": float(model.logit_scale.exp().item()),
+            "train_seconds": round(train_time, 1), "device": str(device),
+            "threads": args.threads, "dtype": "float16", "zero_shot": result,
+            "torch": torch.__version__, "open_clip": open_clip.__version__}
+    out = Path(args.out)
+    save_weights(model, out, meta)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out.with_suffix('.json')}: "
+          f"{args.steps} steps in {train_time:.0f}s, final loss {ema:.4f}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
