@@ -48,7 +48,7 @@ def test_synthetic_tiny_weights_are_the_shipped_file(tiny):
 def test_synthetic_tiny_is_a_useful_frozen_backbone(tiny):
     """Zero-shot on held-out stills, far above chance (shape, colour and place)."""
     from dgl_rs.data import VideoTransform
-    from dgl_rs.pretrain import zero_shot
+    from dgl_rs.train.pretrain import zero_shot
 
     model, pp, tok = tiny
     res = zero_shot(model, VideoTransform.from_preprocess_cfg(pp), tok, 200, seed=4242,
@@ -108,7 +108,7 @@ def test_openai_weights_offline_fail_fast_with_hint(monkeypatch, tmp_path):
 
 
 def test_pretrain_writes_a_loadable_checkpoint(tmp_path, capsys):
-    from dgl_rs import pretrain
+    from dgl_rs.train import pretrain
 
     out = tmp_path / "tiny.safetensors"
     assert pretrain.main(["--out", str(out), "--steps", "5", "--batch-size", "16",
@@ -122,7 +122,7 @@ def test_pretrain_writes_a_loadable_checkpoint(tmp_path, capsys):
 
 
 def test_pretrain_flags_are_checked():
-    from dgl_rs import pretrain
+    from dgl_rs.train import pretrain
 
     with pytest.raises(SystemExit):
         pretrain.main(["--steps", "0"])

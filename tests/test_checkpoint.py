@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dgl_rs.train import checkpoint as ckpt
+from dgl_rs import files
+from dgl_rs import checkpoints as ckpt
 from dgl_rs.train import main as train_main
 from dgl_rs.train.params import parse_args
 
@@ -60,7 +61,7 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
         f.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt, "_write_chunks", half_then_fail)
+    monkeypatch.setattr(files, "_write_chunks", half_then_fail)
     with pytest.raises(OSError):
         ckpt.save_checkpoint(tmp_path / ckpt.checkpoint_name(2), prompts, {**state, "step": 2})
     # overwriting the same name fails the same way and keeps the old bytes
@@ -76,14 +77,15 @@ def test_killed_writer_leaves_previous_checkpoint(tmp_path):
     """A process SIGKILLed halfway through writing: the last complete checkpoint is intact."""
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from dgl_rs.train import checkpoint as ckpt
+        from dgl_rs import files
+        from dgl_rs import checkpoints as ckpt
         d = {str(tmp_path)!r}
         p = {{"prompt": torch.arange(1000.0)}}
         ckpt.save_checkpoint(os.path.join(d, ckpt.checkpoint_name(1)), p, {{"step": 1}})
         def die(f, data, chunk=0):
             f.write(data[: len(data) // 2]); f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        ckpt._write_chunks = die
+        files._write_chunks = die
         ckpt.save_checkpoint(os.path.join(d, ckpt.checkpoint_name(2)), {{"prompt": p["prompt"] * 2}}, {{"step": 2}})
     """)
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ}, timeout=120)
@@ -96,7 +98,7 @@ def test_killed_writer_leaves_previous_checkpoint(tmp_path):
 
 def test_prune_keeps_newest(tmp_path):
     for s in (3, 10, 7):
-        ckpt.atomic_write_bytes(tmp_path / ckpt.checkpoint_name(s), b"x")
+        files.atomic_write_bytes(tmp_path / ckpt.checkpoint_name(s), b"x")
     ckpt.prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_name(7), ckpt.checkpoint_name(10)]
 

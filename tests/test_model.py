@@ -141,8 +141,24 @@ def ref_block(blk, x, attn_fn):
     return x + F.linear(h, blk.mlp.c_proj.weight, blk.mlp.c_proj.bias)
 
 
-def ref_video(clip, frames, G, frame_prompts, nf):
-    """DGL-SPEC section 2, one video at a time."""
+def ref_pool(v, x, g, T, L, pool):
+    """The video embedding from the last hidden states ``x`` (1, S, D) (Table 3a)."""
+    def emb(tok):
+        return F.layer_norm(tok, (tok.shape[-1],), v.ln_post.weight, v.ln_post.bias, 1e-5) @ v.proj
+
+    if pool == "global":
+        return emb(x[0, 0])
+    toks = []
+    if pool in ("global_mean", "global_local_mean"):
+        toks += [x[0, j] for j in range(g)]
+    if pool in ("frame_cls_mean", "global_local_mean"):
+        toks += [x[0, g + t * L] for t in range(T)]
+    return torch.stack([F.normalize(emb(tok), dim=-1) for tok in toks]).mean(0)
+
+
+def ref_video(clip, frames, G, frame_prompts, nf, pool="global", depth=None):
+    """DGL-SPEC section 2, one video at a time (``depth``: prompts overwritten in the
+    first ``depth`` layers only)."""
     v = clip.visual
     outs = []
     for video in frames:
@@ -156,20 +172,20 @@ def ref_video(clip, frames, G, frame_prompts, nf):
         x = torch.cat([G] + seqs).unsqueeze(0)
         g, T = G.shape[0], len(seqs)
         for i, blk in enumerate(v.transformer.resblocks):
-            if i > 0:
+            if 0 < i < (depth or len(v.transformer.resblocks)):
                 for t in range(T):
                     s0 = g + t * L + 1
                     x = torch.cat([x[:, :s0], frame_prompts[i, t].unsqueeze(0), x[:, s0 + nf:]], dim=1)
             a = blk.attn
             x = ref_block(blk, x, lambda h: global_local_attention_spec(
                 h, a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias, a.num_heads, g, T))
-        first = F.layer_norm(x[0, 0], (x.shape[-1],), v.ln_post.weight, v.ln_post.bias, 1e-5)
-        outs.append(first @ v.proj)
+        outs.append(ref_pool(v, x, g, T, L, pool))
     return torch.stack(outs)
 
 
-def ref_text(clip, tokens, text_prompts, n_pre, n_post, postfix):
-    """DGL-SPEC section 4, one caption at a time."""
+def ref_text(clip, tokens, text_prompts, n_pre, n_post, postfix, depth=None):
+    """DGL-SPEC section 4, one caption at a time (``depth``: prompts overwritten in the
+    first ``depth`` layers only)."""
     outs = []
     for row in tokens:
         c = row.shape[0]
@@ -187,7 +203,7 @@ def ref_text(clip, tokens, text_prompts, n_pre, n_post, postfix):
         s = x.shape[1]
         mask = torch.triu(torch.full((s, s), float("-inf"), dtype=x.dtype), 1)
         for i, blk in enumerate(clip.transformer.resblocks):
-            if i > 0:
+            if 0 < i < (depth or len(clip.transformer.resblocks)):
                 x = x.clone()
                 x[0, pre_at:pre_at + n_pre] = text_prompts[i, :n_pre]
                 x[0, post_at:post_at + n_post] = text_prompts[i, n_pre:]

@@ -33,6 +33,7 @@ class StandInDGL(nn.Module):
         nn.init.zeros_(self.adapter.bias)
         self.text_prompt = nn.Parameter(torch.zeros(dim))
         self.num_frames = num_frames
+        self.method = "stand-in"
         self.config = {"num_frames": num_frames, "dim": dim, "context_length": context_length}
 
     def encode_video(self, frames):
@@ -154,7 +155,7 @@ def patch_standins(monkeypatch, n_train=64, n_eval=32, tokenizer_tokens=True):
         train=pairs, evals={"toy": evalset}))
     import dgl_rs.evaluate as ev
 
-    monkeypatch.setattr(ev, "_metrics", metrics_or_toy)
+    monkeypatch.setattr(ev, "metrics", metrics_or_toy())
     monkeypatch.setattr(ev, "tokenize", lambda texts, context_length: evalset.tokens[
         [int(t.split()[-1]) for t in texts]])
     return pairs, evalset

@@ -37,8 +37,12 @@ _check_native()
 
 from .attention import GlobalLocalAttention  # noqa: E402
 from .ops.attention import GlobalLocalAttentionFunction, global_local_attention  # noqa: E402
-from .prompts import LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
-from .model import DGL, symmetric_infonce, tokenize  # noqa: E402
+from .prompts import IndependentPromptGenerator, LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
+from .errors import DglDeviceError, DglDtypeError, DglShapeError, UsageError, VideoDecodeError  # noqa: E402
+from .losses import symmetric_infonce  # noqa: E402
+from .text import tokenize  # noqa: E402
+from .methods import DGL, METHODS, FullFinetune  # noqa: E402
+from .factory import build_method, load_method, load_model  # noqa: E402
 from . import metrics  # noqa: E402
 
 __all__ = [
@@ -46,9 +50,20 @@ __all__ = [
     "GlobalLocalAttention",
     "GlobalLocalAttentionFunction",
     "global_local_attention",
+    "IndependentPromptGenerator",
     "LinearPromptGenerator",
     "TransformerPromptGenerator",
+    "DglDeviceError",
+    "DglDtypeError",
+    "DglShapeError",
+    "UsageError",
+    "VideoDecodeError",
     "DGL",
+    "FullFinetune",
+    "METHODS",
+    "build_method",
+    "load_method",
+    "load_model",
     "symmetric_infonce",
     "tokenize",
     "metrics",

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+import open_clip
 import torch
 
 log = logging.getLogger("dgl_rs.backbones")
@@ -28,15 +29,11 @@ _SCHEMAS = ("hf-hub:", "local-dir:")
 
 def register_synthetic_tiny() -> None:
     """Make ``synthetic-tiny`` an open_clip model name (idempotent)."""
-    import open_clip
-
     if SYNTHETIC_TINY not in open_clip.list_models():
         open_clip.add_model_config(SYNTHETIC_TINY_CONFIG)
 
 
 def _check_model_name(model_name: str) -> None:
-    import open_clip
-
     if model_name.startswith(_SCHEMAS) or model_name in open_clip.list_models():
         return
     names = open_clip.list_models()
@@ -47,8 +44,6 @@ def _check_model_name(model_name: str) -> None:
 
 
 def _preprocess_cfg(model) -> dict[str, Any]:
-    import open_clip
-
     cfg = open_clip.get_model_preprocess_cfg(model) or {}
     size = cfg.get("size", cfg.get("image_size"))
     if isinstance(size, (tuple, list)):
@@ -87,8 +82,6 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: Optional[str] = "open
     caller's business. Raises ValueError for an unknown model or tag,
     FileNotFoundError for a missing checkpoint file.
     """
-    import open_clip
-
     if model_name == SYNTHETIC_TINY or pretrained == SYNTHETIC_TINY:
         register_synthetic_tiny()
     _check_model_name(model_name)

@@ -9,6 +9,7 @@ dual softmax (DSL) are reported separately from the raw scores, never mixed in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,26 +19,34 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import metrics
+from .errors import UsageError
+from .files import atomic_write_text
+from .text import tokenize
 
 log = logging.getLogger("dgl_rs.evaluate")
 
 
-def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
-    """Token ids (N, context_length) with the open_clip tokenizer (``dgl_rs.tokenize``)."""
-    import dgl_rs
-
-    fn = getattr(dgl_rs, "tokenize", None)
-    if fn is not None:
-        return fn(list(texts), context_length=context_length)
-    import open_clip
-
-    return open_clip.tokenize(list(texts), context_length=context_length)
+def autocast_for(precision: str, device: torch.device):
+    """Autocast context of a resolved precision (fp32 / amp_bf16 / amp)."""
+    if precision == "amp_bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "amp":
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
-def _autocast(precision: str, device: torch.device):
-    from .train.train import autocast_for
-
-    return autocast_for(precision, device)
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> amp_bf16 on CUDA with bf16 support (amp otherwise), fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "amp_bf16" if torch.cuda.is_bf16_supported() else "amp"
+    if precision != "fp32" and device.type != "cuda":
+        raise UsageError(f"--precision {precision} needs a CUDA device (CPU runs in fp32)")
+    return precision
 
 
 def _frames_of(item) -> torch.Tensor:
@@ -75,12 +84,10 @@ def encode_videos(model, videos, *, device: torch.device | str = "cpu", batch_si
     out, indices = [], []
     seen = 0
     try:
-        from tqdm.auto import tqdm
-
         for batch in tqdm(batches, total=total, desc=f"encode {desc}", unit="batch",
                           disable=not progress, leave=False, dynamic_ncols=True):
             frames = _frames_of(batch).to(device, non_blocking=True)
-            with _autocast(precision, device):
+            with autocast_for(precision, device):
                 emb = model.encode_video(frames)
             out.append(F.normalize(emb.float(), dim=-1).cpu())
             n = emb.shape[0]
@@ -110,13 +117,11 @@ def encode_texts(model, texts: Sequence[str] | torch.Tensor, *, context_length: 
     model.eval()
     out = []
     try:
-        from tqdm.auto import tqdm
-
         starts = range(0, tokens.shape[0], batch_size)
         for lo in tqdm(starts, desc=f"encode {desc}", unit="batch", disable=not progress,
                        leave=False, dynamic_ncols=True):
             chunk = tokens[lo:lo + batch_size].to(device)
-            with _autocast(precision, device):
+            with autocast_for(precision, device):
                 emb = model.encode_text(chunk)
             out.append(F.normalize(emb.float(), dim=-1).cpu())
     finally:
@@ -126,16 +131,9 @@ def encode_texts(model, texts: Sequence[str] | torch.Tensor, *, context_length: 
     return torch.cat(out)
 
 
-def _metrics():
-    from . import metrics  # lands with the metrics issue
-
-    return metrics
-
-
 def similarity(text_emb: torch.Tensor, video_emb: torch.Tensor) -> np.ndarray:
     """Cosine score matrix (captions x videos) as float32 numpy."""
-    m = _metrics()
-    sim = m.similarity(text_emb.float().contiguous(), video_emb.float().contiguous())
+    sim = metrics.similarity(text_emb.float().contiguous(), video_emb.float().contiguous())
     return sim.cpu().numpy() if isinstance(sim, torch.Tensor) else np.asarray(sim)
 
 
@@ -156,16 +154,15 @@ def report_from_embeddings(text_emb: torch.Tensor, video_emb: torch.Tensor,
     * DSL: dual softmax on the logits ``logit_scale * sim`` (temperature 1, as in the
       public DSL inference code), softmax over captions for t2v and over videos for v2t.
     """
-    m = _metrics()
     c2v = np.asarray(caption_to_video, dtype=np.int64)
     sim = similarity(text_emb, video_emb)
-    out: dict[str, Any] = {"raw": m.retrieval_report(sim, caption_to_video=c2v)}
+    out: dict[str, Any] = {"raw": metrics.retrieval_report(sim, caption_to_video=c2v)}
     if bank_emb is not None:
         bank_sim = similarity(bank_emb, video_emb)
-        out["qb_norm"] = {"t2v": m.t2v(m.qb_norm(sim, bank_sim), c2v)}
+        out["qb_norm"] = {"t2v": metrics.t2v(metrics.qb_norm(sim, bank_sim), c2v)}
     if dsl:
         logits = (sim * np.float32(logit_scale)).astype(np.float32)
-        out["dsl"] = m.dual_softmax_report(logits, c2v, temperature=1.0)
+        out["dsl"] = metrics.dual_softmax_report(logits, c2v, temperature=1.0)
     return out
 
 
@@ -233,173 +230,6 @@ def flatten_report(results: dict[str, Any], prefix: str = "") -> dict[str, float
 
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> Path:
     """Write ``results`` as indented JSON, atomically."""
-    from .train.checkpoint import atomic_write_text
-
     return atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
-# ------------------------------------------------------------------ model loading
-#: DGL kwargs of the zero-shot mean-pooling baseline (CLIP4Clip meanP, no training).
-ZERO_SHOT_MEANP = dict(generator=None, num_global=0, num_frame_prompts=0,
-                       num_text_prompts=(0, 0), pool="frame_cls_mean")
-
-
-def resolve_prompts_path(path: str | os.PathLike) -> Path:
-    """A prompts file, a training checkpoint, or a run folder (its ``prompts.safetensors``,
-    else its newest checkpoint)."""
-    from .train import checkpoint as ckpt
-
-    p = Path(path)
-    if p.is_dir():
-        if (p / "prompts.safetensors").is_file():
-            return p / "prompts.safetensors"
-        found = ckpt.list_checkpoints(p / "checkpoints") or ckpt.list_checkpoints(p)
-        if not found:
-            raise FileNotFoundError(f"--prompts {p}: no prompts.safetensors or checkpoint in it")
-        return found[-1]
-    if not p.is_file():
-        raise FileNotFoundError(f"--prompts {p}: no such file")
-    return p
-
-
-def load_dgl(prompts: Optional[str | os.PathLike] = None, *, model_name: Optional[str] = None,
-             pretrained: Optional[str] = None, device: torch.device | str = "cpu",
-             num_frames: Optional[int] = None, context_length: Optional[int] = None):
-    """Rebuild a DGL model on its frozen backbone: ``(model, preprocess_cfg, meta)``.
-
-    ``prompts``: a ``prompts.safetensors`` written by training (the backbone is read
-    from the ``model.json`` beside it), a training checkpoint (it records the run's
-    config), or a run folder; ``None`` gives the zero-shot mean-pooling baseline.
-    ``model_name`` / ``pretrained`` override the recorded backbone; ``num_frames`` the
-    frames per video (not for DGL-Transformer, whose prompt table is sized by T).
-    ``meta`` is ``{"model", "pretrained", "dgl", "prompts"}``: what an index records.
-    """
-    import dgl_rs
-
-    from .backbones import load_clip
-    from .train import checkpoint as ckpt
-    from .train.main import load_backbone
-    from .train.params import DEFAULT_MODEL, DEFAULT_PRETRAINED, UsageError
-
-    source = None
-    recorded: dict[str, Any] = {}
-    state_dict = None
-    if prompts is not None:
-        source = resolve_prompts_path(prompts)
-        if ckpt.is_checkpoint(source):
-            state_dict, state = ckpt.load_checkpoint(source)
-            recorded = {"model": state["config"]["model"],
-                        "pretrained": state["config"]["pretrained"],
-                        "dgl": state["model_config"]}
-        elif source.with_name("model.json").is_file():
-            recorded = json.loads(source.with_name("model.json").read_text())
-    name = model_name or recorded.get("model") or DEFAULT_MODEL
-    weights = pretrained or recorded.get("pretrained") or DEFAULT_PRETRAINED
-    clip, preprocess_cfg, _ = load_backbone(load_clip, name, weights, device)
-    try:
-        if prompts is None:
-            model = dgl_rs.DGL(clip, num_frames=num_frames or 12,
-                               context_length=context_length or 32, **ZERO_SHOT_MEANP)
-        elif state_dict is not None:
-            model = dgl_rs.DGL(clip, **recorded["dgl"])
-            model.load_prompt_state_dict(state_dict)
-        else:
-            model = dgl_rs.DGL.load_prompts(str(source), clip)
-    except ValueError as exc:
-        raise UsageError(f"{source}: {exc} (pass the --model/--pretrained it was trained "
-                         "with)") from exc
-    if num_frames and prompts is not None and num_frames != model.num_frames:
-        if model.config.get("generator") == "transformer":
-            raise UsageError(f"DGL-Transformer prompts are made for {model.num_frames} frames; "
-                             f"--num-frames {num_frames} cannot change that")
-        model.num_frames = num_frames
-    model = model.to(device).eval()
-    if isinstance(weights, str) and os.path.isfile(weights):
-        weights = os.path.abspath(weights)
-    meta = {"model": name, "pretrained": weights, "dgl": model.config,
-            "prompts": str(source) if source else None}
-    return model, preprocess_cfg, meta
-
-
-# -------------------------------------------------------------------- dgl-rs eval
-EVAL_FIELDS = ("dataset", "data_root", "train_annotations", "eval_annotations", "eval_limit",
-               "synthetic_split", "synthetic_videos", "synthetic_eval_videos",
-               "synthetic_seed", "workers", "on_broken", "model", "pretrained",
-               "num_frames", "eval_batch_size", "qb_norm", "dsl", "device", "precision",
-               "no_progress")
-
-
-def build_eval_parser(prog: str = "dgl-rs eval"):
-    import argparse
-
-    from .train.params import add_arguments
-
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Evaluate tuned prompts (or the zero-shot mean-pooling "
-        "baseline) on a test split: t2v and v2t R@1/5/10/50, MdR, MnR; QB-Norm and DSL "
-        "reported separately.")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompts", help="prompts.safetensors of a run, a training checkpoint, "
-                     "or a run folder")
-    src.add_argument("--zero-shot", action="store_true",
-                     help="evaluate the frozen backbone with mean pooling of frame features")
-    parser.add_argument("--out", help="write the results JSON here (default: "
-                        "eval-DATASET.json beside the prompts, or in the current folder)")
-    add_arguments(parser, include=EVAL_FIELDS,
-                  defaults={"model": None, "pretrained": None, "num_frames": None})
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dgl-rs eval``: returns 0 and writes the results JSON."""
-    from .train.distributed import init_distributed
-    from .train.logger import setup_logging
-    from .train.main import build_data, resolve_precision
-    from .train.params import RECIPES, TrainConfig, UsageError, check_data_root
-
-    parser = build_eval_parser()
-    ns = parser.parse_args(argv)
-    args = {k: v for k, v in vars(ns).items() if k in EVAL_FIELDS}
-    cfg = TrainConfig(**args)
-    try:
-        check_data_root(cfg)
-    except UsageError as exc:
-        parser.error(str(exc))
-    setup_logging(None)
-    info = init_distributed(cfg.device)
-    precision = resolve_precision(cfg.precision, info.device)
-    recipe = RECIPES[cfg.dataset]
-    model_name, pretrained = cfg.model, cfg.pretrained
-    if ns.zero_shot:
-        model_name = model_name or recipe.get("model")
-        pretrained = pretrained or recipe.get("pretrained")
-    model, preprocess_cfg, meta = load_dgl(
-        ns.prompts, model_name=model_name, pretrained=pretrained, device=info.device,
-        num_frames=cfg.num_frames or (recipe["num_frames"] if ns.zero_shot else None),
-        context_length=recipe["context_length"] if ns.zero_shot else None)
-    cfg.num_frames = model.num_frames
-    cfg.context_length = model.config["context_length"]
-    bundle = build_data(cfg, preprocess_cfg, None, info, train=False)
-    results = {}
-    for name, eval_set in bundle.evals.items():
-        results[name] = evaluate(model, eval_set, device=info.device,
-                                 batch_size=cfg.eval_batch_size, workers=cfg.workers,
-                                 precision=precision, context_length=cfg.context_length,
-                                 query_bank=bundle.query_bank, dsl=cfg.dsl,
-                                 progress=not cfg.no_progress, name=name)
-    from .metrics import format_table
-
-    table = {f"{name} {kind}": rep for name, res in results.items()
-             for kind, rep in res.items() if isinstance(rep, dict)}
-    print(format_table(table))
-    if ns.out:
-        out = Path(ns.out)
-    elif ns.prompts:
-        out = Path(meta["prompts"]).with_name(f"eval-{cfg.dataset}.json")
-    else:
-        out = Path(f"eval-{cfg.dataset}-zero-shot.json")
-    write_results(out, {"backbone": meta, "trainable": model.num_trainable(),
-                        "config": {k: v for k, v in cfg.to_dict().items() if k in EVAL_FIELDS},
-                        "results": results})
-    print(f"results: {out}")
-    return 0

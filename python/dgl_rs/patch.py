@@ -140,12 +140,17 @@ def num_heads(visual: nn.Module) -> int:
     return attn.num_heads
 
 
-def apply_dgl(visual: nn.Module, num_global: int, num_frames: int) -> List[GlobalLocalAttention]:
-    """Replace every visual resblock's attention with a GlobalLocalAttention sharing its weights."""
+def apply_dgl(visual: nn.Module, num_global: int, num_frames: int,
+              mode: str = "global_local") -> List[GlobalLocalAttention]:
+    """Make every visual resblock's attention a GlobalLocalAttention sharing its weights,
+    configured for (``num_global``, ``num_frames``, ``mode``). Idempotent and cheap: a
+    model calls it before every forward, so several models built on one CLIP each run
+    with their own configuration (and one model's ``unpatch`` does not break another)."""
     out = []
     for blk in visual.transformer.resblocks:
         if not isinstance(blk.attn, GlobalLocalAttention):
             blk.attn = GlobalLocalAttention.from_mha(blk.attn, num_global=num_global, num_frames=num_frames)
+        blk.attn.num_global, blk.attn.num_frames, blk.attn.mode = num_global, num_frames, mode
         out.append(blk.attn)
     return out
 

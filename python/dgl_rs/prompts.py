@@ -12,7 +12,7 @@ returns prompts for every layer, shared by the whole batch:
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -30,29 +30,87 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+LINEAR_DIRECTIONS = ("visual_to_text", "text_to_visual")
+
+
 class LinearPromptGenerator(nn.Module):
     """DGL-Linear: frame prompts F ``(layers, n_f, D_v)``, the same for every frame,
     and two linear maps D_v -> D_t shared by all layers: prefix = W_pre F_i,
-    postfix = W_post F_i (so n_pre = n_post = n_f)."""
+    postfix = W_post F_i (so n_pre = n_post = n_f).
 
-    def __init__(self, num_layers: int, num_frame_prompts: int, vision_width: int, text_width: int, init_bound: float):
+    ``direction="text_to_visual"`` (paper Table 3e) mirrors it: the learned table is the
+    text prefix P ``(layers, n_f, D_t)``; postfix = W_post P_i (D_t -> D_t) and frame
+    prompts = W_f P_i (D_t -> D_v). That direction is plain PyTorch (an ablation).
+    """
+
+    def __init__(self, num_layers: int, num_frame_prompts: int, vision_width: int, text_width: int, init_bound: float,
+                 direction: str = "visual_to_text"):
         super().__init__()
-        self.num_layers, self.num_frame_prompts = num_layers, num_frame_prompts
+        if direction not in LINEAR_DIRECTIONS:
+            raise ValueError(f"`linear_direction` must be one of {LINEAR_DIRECTIONS}, got {direction!r}")
+        self.num_layers, self.num_frame_prompts, self.direction = num_layers, num_frame_prompts, direction
         self.num_text_prompts = (num_frame_prompts, num_frame_prompts)
-        self.frame_prompts = nn.Parameter(torch.empty(num_layers, num_frame_prompts, vision_width).uniform_(-init_bound, init_bound))
-        self.pre = nn.Linear(vision_width, text_width)
-        self.post = nn.Linear(vision_width, text_width)
+        if direction == "visual_to_text":
+            self.frame_prompts = nn.Parameter(torch.empty(num_layers, num_frame_prompts, vision_width).uniform_(-init_bound, init_bound))
+            self.pre = nn.Linear(vision_width, text_width)
+            self.post = nn.Linear(vision_width, text_width)
+        else:
+            self.text_prompts = nn.Parameter(torch.empty(num_layers, num_frame_prompts, text_width).uniform_(-init_bound, init_bound))
+            self.post = nn.Linear(text_width, text_width)
+            self.frames = nn.Linear(text_width, vision_width)
 
     def forward(self, num_frames: int) -> Tuple[Tensor, Tensor]:
+        if self.direction == "text_to_visual":
+            return self.reference(num_frames)
         return _native.linear_prompts(
             self.frame_prompts, self.pre.weight, self.pre.bias, self.post.weight, self.post.bias, num_frames
         )
 
     def reference(self, num_frames: int) -> Tuple[Tensor, Tensor]:
         """The same math in plain PyTorch."""
+        if self.direction == "text_to_visual":
+            p = self.text_prompts
+            f = self.frames(p)
+            return torch.cat([p, self.post(p)], dim=1), f.unsqueeze(1).expand(-1, num_frames, -1, -1)
         f = self.frame_prompts
         text = torch.cat([self.pre(f), self.post(f)], dim=1)
         return text, f.unsqueeze(1).expand(-1, num_frames, -1, -1)
+
+
+class IndependentPromptGenerator(nn.Module):
+    """Prompts learned directly, text and frames each their own table (no shared latent
+    space): VPT (frames only), VoP (both), DGL's "divided" baseline (Table 3f).
+
+    ``text``: ``(layers, n_pre + n_post, D_t)`` (None when there are no text prompts);
+    ``frames``: ``(layers, frames, n_f, D_v)``, the same n_f prompts for every frame, or a
+    different set per frame position with ``per_frame=True`` (then T is fixed).
+    Both tables VPT-initialised (uniform +-``init_bound``).
+    """
+
+    def __init__(self, num_layers: int, num_frame_prompts: int, num_text_prompts: Tuple[int, int],
+                 vision_width: int, text_width: int, init_bound: float, num_frames: Optional[int] = None):
+        super().__init__()
+        self.num_layers, self.num_frame_prompts = num_layers, num_frame_prompts
+        self.num_text_prompts = tuple(num_text_prompts)
+        self.num_frames = num_frames  # None: shared by all frames (any T)
+        n_text = sum(self.num_text_prompts)
+        self.text_prompts = nn.Parameter(
+            torch.empty(num_layers, n_text, text_width).uniform_(-init_bound, init_bound)) if n_text else None
+        shape = (num_layers, num_frame_prompts, vision_width) if num_frames is None else \
+            (num_layers, num_frames, num_frame_prompts, vision_width)
+        self.frame_prompts = nn.Parameter(torch.empty(shape).uniform_(-init_bound, init_bound)) if num_frame_prompts else None
+
+    def forward(self, num_frames: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        frames = self.frame_prompts
+        if frames is not None:
+            if self.num_frames is None:
+                frames = frames.unsqueeze(1).expand(-1, num_frames, -1, -1)
+            elif num_frames != self.num_frames:
+                raise ValueError(f"these prompts are learned for each of {self.num_frames} frame positions; "
+                                 f"got num_frames={num_frames}")
+        return self.text_prompts, frames
+
+    reference = forward
 
 
 class PromptBlock(nn.Module):

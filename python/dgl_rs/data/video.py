@@ -19,27 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import VideoDecodeError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 # open_clip.constants.OPENAI_DATASET_MEAN / _STD, repeated so this module works without
 # importing open_clip (slow to import); tests check that they agree.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class VideoDecodeError(RuntimeError):
-    """A video that cannot be read: missing, not a video, truncated, no decodable frames.
-
-    ``path`` and ``reason`` are kept as attributes so data loaders can log and skip.
-    """
-
-    def __init__(self, path: PathLike, reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"cannot decode video {self.path!r}: {reason}")
-
-    def __reduce__(self):  # picklable across DataLoader worker processes
-        return (type(self), (self.path, self.reason))
 
 
 def sample_indices(num_total: int, num_frames: int, train: bool = False,

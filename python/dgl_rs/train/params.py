@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-
-class UsageError(ValueError):
-    """A bad flag, a missing dataset root, an unknown model, unreachable weights: the
-    CLI prints it argparse-style (no traceback) and exits with status 2."""
+from ..errors import UsageError
+from ..factory import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..methods import ATTENTIONS, METHODS, POOLS
+from ..prompts import LINEAR_DIRECTIONS
 
 
 DATASETS = ("msrvtt", "vatex", "lsmdc", "activitynet", "folder", "synthetic")
@@ -42,9 +42,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "synthetic": dict(lr=1e-2, epochs=6, batch_size=32, context_length=32, num_frames=8,
                       generator="linear", model="synthetic-tiny", pretrained="synthetic-tiny"),
 }
-# Defaults for the backbone when the recipe has none.
-DEFAULT_MODEL = "ViT-B-32-quickgelu"
-DEFAULT_PRETRAINED = "openai"
+#: The TrainConfig fields that are options of the method (None: the method's default).
+METHOD_OPTIONS = ("num_global", "num_frame_prompts", "num_text_prompts", "postfix", "context_length",
+                  "pool", "attention", "linear_direction", "prompt_depth", "temporal_embedding",
+                  "per_frame_prompts")
 
 
 def _f(help: str, default: Any = None, *, flag: Optional[str] = None, **kw: Any):
@@ -83,14 +84,26 @@ class TrainConfig:
                                    f"'synthetic-tiny' (the shipped tiny CLIP) or 'none' "
                                    f"(default {DEFAULT_PRETRAINED}; synthetic-tiny for "
                                    "--dataset synthetic)")
-    generator: Optional[str] = _f("local prompt generator: DGL-Transformer or DGL-Linear "
-                                  "(default: recipe)", choices=GENERATORS)
-    num_global: int = _f("global prompts per video (n_g)", 4, type=int)
-    num_frame_prompts: int = _f("frame prompts per frame (n_f)", 4, type=int)
-    num_text_prompts: tuple = _f("text prefix and postfix prompts (n_pre n_post)", (4, 4),
-                                 type=int, nargs=2, metavar=("N_PRE", "N_POST"))
+    method: Optional[str] = _f("what to train: a method of the paper's Tables 1 and 3 (`dgl-rs "
+                               "methods` lists them; default: dgl-GENERATOR)", choices=sorted(METHODS))
+    generator: Optional[str] = _f("DGL's local prompt generator, for the default --method "
+                                  "dgl-GENERATOR (default: recipe)", choices=GENERATORS)
+    num_global: Optional[int] = _f("global prompts per video n_g (default: the method's)", type=int)
+    num_frame_prompts: Optional[int] = _f("frame prompts per frame n_f (default: the method's)", type=int)
+    num_text_prompts: Optional[tuple] = _f("text prefix and postfix prompts, e.g. 4 4 or 8 0 (Table 3c; "
+                                           "default: the method's)", type=int, nargs=2,
+                                           metavar=("N_PRE", "N_POST"))
     postfix: str = _f("where text postfix prompts sit (spec section 4)", "before_eot",
                       choices=("before_eot", "after_padding"))
+    pool: Optional[str] = _f("video embedding (Table 3a; default: the method's)", choices=POOLS)
+    attention: Optional[str] = _f("visual attention (Table 3b; default: the method's)", choices=ATTENTIONS)
+    linear_direction: Optional[str] = _f("DGL-Linear's projection direction (Table 3e; default "
+                                         "visual_to_text)", choices=LINEAR_DIRECTIONS)
+    prompt_depth: Optional[int] = _f("prompts in the first K layers only (default: every layer)", type=int)
+    temporal_embedding: bool = _f("add a learned per-frame-position vector to the frame prompts",
+                                  False, action="store_true")
+    per_frame_prompts: bool = _f("independent generators (vop, dgl-divided): a different set of frame "
+                                 "prompts per frame position", False, action="store_true")
     num_frames: Optional[int] = _f("frames per video T (default: recipe)", type=int)
     context_length: Optional[int] = _f("text context length in tokens (default: recipe)", type=int)
     # optimisation (spec section 6)
@@ -133,7 +146,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["num_text_prompts"] = list(d["num_text_prompts"])
+        if d["num_text_prompts"] is not None:
+            d["num_text_prompts"] = list(d["num_text_prompts"])
         return d
 
     def to_json(self) -> str:
@@ -161,7 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls=TrainConfig,
 
 def apply_recipe(cfg: TrainConfig) -> TrainConfig:
     """Fill the ``None`` fields from the dataset's recipe and check the values."""
-    recipe = RECIPES[cfg.dataset]
+    recipe = dict(RECIPES[cfg.dataset])
+    resolve_method(cfg, recipe.pop("generator"))
+    recipe.update(METHODS[cfg.method].recipe)
     for key, value in recipe.items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
@@ -169,9 +185,30 @@ def apply_recipe(cfg: TrainConfig) -> TrainConfig:
         cfg.model = DEFAULT_MODEL
     if cfg.pretrained is None:
         cfg.pretrained = DEFAULT_PRETRAINED
-    cfg.num_text_prompts = tuple(cfg.num_text_prompts)
+    if cfg.num_text_prompts is not None:
+        cfg.num_text_prompts = tuple(cfg.num_text_prompts)
     validate(cfg)
     return cfg
+
+
+def resolve_method(cfg: TrainConfig, recipe_generator: str) -> None:
+    """``--method`` (default ``dgl-GENERATOR``) and ``--generator``, made consistent."""
+    if cfg.method is None:
+        cfg.method = f"dgl-{cfg.generator or recipe_generator}"
+        cfg.generator = cfg.generator or recipe_generator
+        return
+    pinned = METHODS[cfg.method].pinned.get("generator")
+    if cfg.generator is not None and cfg.generator != pinned:
+        raise UsageError(f"--method {cfg.method} uses generator {pinned!r}; drop --generator {cfg.generator}")
+    cfg.generator = pinned
+
+
+def method_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The method options the flags set (the rest: the method's defaults)."""
+    out = {k: getattr(cfg, k) for k in METHOD_OPTIONS if getattr(cfg, k) not in (None, False)}
+    if "num_text_prompts" in out:
+        out["num_text_prompts"] = tuple(out["num_text_prompts"])
+    return out
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -180,12 +217,16 @@ def validate(cfg: TrainConfig) -> None:
     for key in positive:
         if getattr(cfg, key) < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
-    nonneg = ["num_global", "num_frame_prompts", "workers", "train_limit", "eval_limit",
+    nonneg = ["workers", "train_limit", "eval_limit",
               "save_every", "keep_checkpoints", "eval_every", "grad_clip", "wd", "warmup"]
     for key in nonneg:
         if getattr(cfg, key) < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(cfg, key)}")
-    if min(cfg.num_text_prompts) < 0:
+    for key in ("num_global", "num_frame_prompts", "prompt_depth"):
+        value = getattr(cfg, key)
+        if value is not None and value < (1 if key == "prompt_depth" else 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be >= {1 if key == 'prompt_depth' else 0}, got {value}")
+    if cfg.num_text_prompts is not None and min(cfg.num_text_prompts) < 0:
         raise UsageError(f"--num-text-prompts must be >= 0, got {cfg.num_text_prompts}")
     if not cfg.lr > 0:
         raise UsageError(f"--lr must be > 0, got {cfg.lr}")

@@ -23,7 +23,10 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from ..evaluate import autocast_for
+from ..losses import symmetric_infonce
 from .distributed import DistInfo, all_reduce_grads, gather_with_grad
 
 log = logging.getLogger("dgl_rs.train")
@@ -174,27 +177,6 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 
 
 # ------------------------------------------------------------------------ the step
-def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
-    """Mean of the cross-entropy over rows (text->video) and columns (video->text),
-    the diagonal being the positives. Uses ``dgl_rs.symmetric_infonce`` when present."""
-    import dgl_rs
-
-    fn = getattr(dgl_rs, "symmetric_infonce", None)
-    if fn is not None:
-        return fn(logits)
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-
-
-def autocast_for(precision: str, device: torch.device):
-    """Autocast context of a resolved precision (fp32 / amp_bf16 / amp)."""
-    if precision == "amp_bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision == "amp":
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def contrastive_loss(model, frames: torch.Tensor, tokens: torch.Tensor, precision: str,
                      device: torch.device) -> torch.Tensor:
     """Symmetric InfoNCE over the GLOBAL batch: local embeddings are normalised, gathered
@@ -233,6 +215,51 @@ class EpochResult:
     losses: list = field(default_factory=list)
 
 
+def _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info: DistInfo,
+                    precision: str, where: str) -> float:
+    """One contrastive step (loss, backward, DDP all-reduce, clipping, update): the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = contrastive_loss(model, frames, tokens, precision, info.device)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at {where}")
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    all_reduce_grads(params)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return loss.item()
+
+
+def _all_broken(batch, epoch: int, step: int, info: DistInfo) -> bool:
+    """True when every video of this local batch was broken (and skipped)."""
+    if not isinstance(batch, dict) or batch.get("batch_size", 1) != 0:
+        return False
+    if info.distributed:
+        raise RuntimeError(f"rank {info.rank}: every video of the batch at epoch "
+                           f"{epoch} step {step} is broken; fix or drop them")
+    log.warning("epoch %d step %d: every video of the batch is broken; step skipped", epoch + 1, step)
+    return True
+
+
+class _Throughput:
+    """Samples per second since the last log line."""
+
+    def __init__(self) -> None:
+        self.t, self.n = time.perf_counter(), 0
+
+    def take(self) -> float:
+        now = time.perf_counter()
+        rate = self.n / max(now - self.t, 1e-9)
+        self.t, self.n = now, 0
+        return rate
+
+
 def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, scheduler,
                     scaler, *, epoch: int, global_step: int, cfg, info: DistInfo,
                     precision: str, stop: StopFlag, run_logger=None,
@@ -244,87 +271,42 @@ def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, schedu
     ``cfg.save_every`` steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
-    step = sampler.start_step
-    total = sampler.steps_per_epoch
-    bar = None
-    if info.is_master and not cfg.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="step", dynamic_ncols=True, leave=False)
+    step, total = sampler.start_step, sampler.steps_per_epoch
+    bar = tqdm(total=total, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+               dynamic_ncols=True, leave=False, disable=not info.is_master or cfg.no_progress)
     losses: list[float] = []
-    samples = 0
-    skipped_total = 0
-    t_epoch = time.perf_counter()
-    t_log = t_epoch
-    samples_log = 0
-    interrupted = False
+    samples, skipped, interrupted = 0, 0, False
+    t_epoch, rate = time.perf_counter(), _Throughput()
     for batch in loader:
-        if isinstance(batch, dict):
-            skipped_total += int(batch.get("num_skipped", 0))
-            if batch.get("batch_size", 1) == 0:
-                # Every video of this local batch was broken (and skipped).
-                if info.distributed:
-                    raise RuntimeError(f"rank {info.rank}: every video of the batch at epoch "
-                                       f"{epoch} step {step} is broken; fix or drop them")
-                log.warning("epoch %d step %d: every video of the batch is broken; step "
-                            "skipped", epoch + 1, step)
-                scheduler.step()
-                step += 1
-                global_step += 1
-                continue
-        frames, tokens = split_batch(batch)
-        frames = frames.to(info.device, non_blocking=True)
-        tokens = tokens.to(info.device, non_blocking=True)
+        skipped += int(batch.get("num_skipped", 0)) if isinstance(batch, dict) else 0
+        if _all_broken(batch, epoch, step, info):
+            scheduler.step()
+            step, global_step = step + 1, global_step + 1
+            continue
+        frames, tokens = (t.to(info.device, non_blocking=True) for t in split_batch(batch))
         lr = scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss = contrastive_loss(model, frames, tokens, precision, info.device)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}")
-        if scaler is not None:
-            scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        all_reduce_grads(params)
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        step += 1
-        global_step += 1
-        value = loss.item()
+        value = _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info, precision,
+                                f"epoch {epoch} step {step}")
+        step, global_step = step + 1, global_step + 1
         losses.append(value)
         n = frames.shape[0] * info.world_size
-        samples += n
-        samples_log += n
-        if bar is not None:
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-            bar.update(1)
+        samples, rate.n = samples + n, rate.n + n
+        bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+        bar.update(1)
         if run_logger is not None and (step % cfg.log_every == 0 or step == total):
-            now = time.perf_counter()
             run_logger.log(global_step, {"train/loss": value, "train/lr": lr,
-                                         "train/samples_per_s": samples_log / max(now - t_log, 1e-9)},
-                           epoch=epoch)
-            t_log, samples_log = now, 0
+                                         "train/samples_per_s": rate.take()}, epoch=epoch)
         if on_step is not None:
             on_step(epoch, step)
         if any_rank(stop.requested, info):
             interrupted = step < total
             break
-        if save_step is not None and cfg.save_every and global_step % cfg.save_every == 0 \
-                and step < total:
+        if save_step is not None and cfg.save_every and global_step % cfg.save_every == 0 and step < total:
             save_step(epoch, step)
-    if bar is not None:
-        bar.close()
-    elapsed = time.perf_counter() - t_epoch
-    if skipped_total:
-        log.warning("epoch %d: skipped %d broken samples", epoch + 1, skipped_total)
+    bar.close()
+    if skipped:
+        log.warning("epoch %d: skipped %d broken samples", epoch + 1, skipped)
     return EpochResult(
         steps_done=step, global_step=global_step, interrupted=interrupted,
         mean_loss=float(np.mean(losses)) if losses else math.nan,
-        samples_per_s=samples / max(elapsed, 1e-9), skipped=skipped_total, losses=losses)
+        samples_per_s=samples / max(time.perf_counter() - t_epoch, 1e-9), skipped=skipped, losses=losses)

@@ -21,70 +21,17 @@ import json
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+
+from .files import atomic_write_bytes, safetensors_bytes
 
 FORMAT = "dgl-rs-checkpoint/1"
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
-
-
-# --------------------------------------------------------------------------- atomic IO
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_chunks(f, data: bytes, chunk: int = 1 << 22) -> None:
-    view = memoryview(data)
-    for start in range(0, len(view), chunk):
-        f.write(view[start:start + chunk])
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then rename it
-    over ``path``. On any exception the temp file is removed and ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            _write_chunks(f, data)
-
-    return atomic_write(path, write)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ------------------------------------------------------------------ JSON <-> tensors
@@ -158,7 +105,7 @@ def encode_checkpoint(prompts: dict[str, torch.Tensor], state: dict) -> bytes:
     for name, value in prompts.items():
         tensors[f"prompts.{name}"] = value.detach().cpu().clone().contiguous()
     meta = {"format": FORMAT, "state": json.dumps(tree)}
-    return st_save(tensors, metadata=meta)
+    return safetensors_bytes(tensors, meta)
 
 
 def decode_checkpoint(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:

@@ -2,12 +2,13 @@
 
 Subcommands::
 
-    dgl-rs train --dataset msrvtt|vatex|lsmdc|activitynet|folder|synthetic [...]
+    dgl-rs train --dataset msrvtt|vatex|lsmdc|activitynet|folder|synthetic [--method M] [...]
     dgl-rs eval (--prompts P | --zero-shot) --dataset ... [--qb-norm] [--dsl]
     dgl-rs encode VIDEO_DIR (--prompts P | --zero-shot) --out INDEX
     dgl-rs search INDEX "a man is cooking" [-k 5]
     dgl-rs pretrain-synthetic [--out FILE]
     dgl-rs demo [--videos N --epochs E --num-frames T]
+    dgl-rs methods [--model NAME --num-frames T]
 
 ``dgl-rs COMMAND --help`` lists every flag. ``main(argv)`` returns the exit status
 (tests call it directly). Usage errors (a missing dataset root, an unknown model, weights
@@ -19,50 +20,51 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-
-def _train(argv):
-    from .train.main import main
-
-    return main(argv)
-
-
-def _eval(argv):
-    from .evaluate import main
-
-    return main(argv)
-
-
-def _pretrain(argv):
-    from .pretrain import main
-
-    return main(argv)
-
-
-def _demo(argv):
-    from .demo import main
-
-    return main(argv)
-
+from .._version import __version__
+from ..errors import UsageError, VideoDecodeError
+from ..factory import load_backbone, trainable_counts
+from ..methods import METHODS
+from ..train.main import main as train_main
+from ..train.pretrain import main as pretrain_main
+from .demo import main as demo_main
+from .eval import main as eval_main
+from .index import add_encode_arguments, add_search_arguments, encode_main, search_main
 
 # Commands with their own parser (prog "dgl-rs COMMAND"): argv goes through untouched.
-DELEGATED: dict[str, tuple[Callable, str]] = {
-    "train": (_train, "prompt-tune DGL on a dataset (torchrun for several GPUs/processes)"),
-    "eval": (_eval, "evaluate prompts or the zero-shot baseline on a test split"),
-    "pretrain-synthetic": (_pretrain, "pretrain the tiny CLIP of the synthetic benchmark"),
-    "demo": (_demo, "synthetic benchmark: zero-shot meanP vs DGL-Linear vs DGL-Transformer"),
+DELEGATED = {
+    "train": (train_main, "train a method (--method) on a dataset (torchrun for several GPUs/processes)"),
+    "eval": (eval_main, "evaluate a trained method or the zero-shot baseline on a test split"),
+    "pretrain-synthetic": (pretrain_main, "pretrain the tiny CLIP of the synthetic benchmark"),
+    "demo": (demo_main, "synthetic benchmark: zero-shot meanP vs DGL-Linear vs DGL-Transformer"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .index import add_encode_arguments, add_search_arguments
+def add_methods_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model whose counts "
+                   "to show (random weights; default ViT-B-32-quickgelu)")
+    p.add_argument("--num-frames", type=int, default=12, help="frames per video T (default 12)")
 
+
+def methods_main(args: argparse.Namespace) -> int:
+    """``dgl-rs methods``: every method, what it is, its trainable count on ``--model``
+    next to the paper's Table 1 figure."""
+    if args.num_frames < 1:
+        raise UsageError(f"--num-frames must be >= 1, got {args.num_frames}")
+    clip, _, _ = load_backbone(args.model, "none")
+    counts = trainable_counts(clip, args.num_frames)
+    print(f"{'method':<16} {'trainable':>12} {'paper (M)':>10}  description ({args.model}, T={args.num_frames})")
+    for name, spec in METHODS.items():
+        paper = f"{spec.paper_params_m:.2f}" if spec.paper_params_m is not None else "-"
+        print(f"{name:<16} {counts[name]:>12,} {paper:>10}  {spec.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgl-rs", description="DGL: dynamic global-local prompt tuning for text-video "
-        "retrieval on a frozen open_clip backbone.")
-    from ._version import __version__
-
+        "retrieval on a frozen open_clip backbone, and the methods it is compared with.")
     parser.add_argument("--version", action="version", version=f"dgl-rs {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in DELEGATED.items():
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_arguments(sub.add_parser(
         "search", help="text search in an index made by `dgl-rs encode`",
         description="Rank the indexed videos by cosine similarity to a text query."))
+    add_methods_arguments(sub.add_parser(
+        "methods", help="list the methods with their trainable parameters",
+        description="Every method of the paper's Tables 1 and 3 that --method accepts."))
     return parser
 
 
@@ -84,8 +89,6 @@ def _fail(command: str, message: str) -> int:
 def _video_error(exc: BaseException) -> Optional[str]:
     """The message of an unreadable-video error, also when a DataLoader worker raised it
     (torch re-raises it as a RuntimeError carrying the worker's traceback)."""
-    from .data.video import VideoDecodeError
-
     if isinstance(exc, VideoDecodeError):
         return str(exc)
     tag = f"{VideoDecodeError.__module__}.{VideoDecodeError.__name__}: "
@@ -95,17 +98,13 @@ def _video_error(exc: BaseException) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .train.params import UsageError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
     try:
         if command in DELEGATED:
             return int(DELEGATED[command][0](argv[1:]) or 0)
         args = build_parser().parse_args(argv)
-        from .index import encode_main, search_main
-
-        return {"encode": encode_main, "search": search_main}[args.command](args)
+        return {"encode": encode_main, "search": search_main, "methods": methods_main}[args.command](args)
     except UsageError as exc:
         return _fail(command, str(exc))
     except FileNotFoundError as exc:
@@ -119,6 +118,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"dgl-rs {command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

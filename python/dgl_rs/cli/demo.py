@@ -30,6 +30,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from ..evaluate import encode_texts, encode_videos, evaluate, resolve_precision
+from ..factory import load_model
+from ..files import atomic_write_text
+from ..train.data import build_data
+from ..train.distributed import init_distributed
+from ..train.logger import setup_logging
+from ..train.main import main as train_main
+from ..train.params import parse_args
+
 log = logging.getLogger("dgl_rs.demo")
 
 METHODS = ("zero-shot-meanP", "dgl-linear", "dgl-transformer")
@@ -72,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_argv(args, generator: str, lr: float, out: Path) -> list[str]:
-    argv = ["--dataset", "synthetic", "--generator", generator, "--lr", str(lr),
+    argv = ["--dataset", "synthetic", "--method", f"dgl-{generator}", "--lr", str(lr),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--num-frames", str(args.num_frames), "--synthetic-split", "both",
             "--synthetic-videos", str(args.videos),
@@ -85,14 +94,9 @@ def _train_argv(args, generator: str, lr: float, out: Path) -> list[str]:
 
 
 def _zero_shot(args, out: Path) -> dict[str, Any]:
-    from .evaluate import evaluate, load_dgl
-    from .train.distributed import init_distributed
-    from .train.main import build_data, resolve_precision
-    from .train.params import parse_args
-
     cfg = parse_args(_train_argv(args, "linear", 1.0, out))
     info = init_distributed(cfg.device)
-    model, preprocess_cfg, _ = load_dgl(None, model_name="synthetic-tiny",
+    model, preprocess_cfg, _ = load_model(None, model_name="synthetic-tiny",
                                         pretrained=args.pretrained, device=info.device,
                                         num_frames=args.num_frames,
                                         context_length=cfg.context_length)
@@ -108,11 +112,6 @@ def _zero_shot(args, out: Path) -> dict[str, Any]:
 
 
 def _trained(args, generator: str, lr: float, out: Path) -> dict[str, Any]:
-    from .evaluate import load_dgl
-    from .train.distributed import init_distributed
-    from .train.main import build_data, main as train_main
-    from .train.params import parse_args
-
     argv = _train_argv(args, generator, lr, out)
     rc = train_main(argv)
     if rc != 0:
@@ -123,7 +122,7 @@ def _trained(args, generator: str, lr: float, out: Path) -> dict[str, Any]:
     for split in SPLITS:
         entry[split] = res["results"][split]["raw"]
     info = init_distributed(args.device)
-    model, preprocess_cfg, _ = load_dgl(run, device=info.device,
+    model, preprocess_cfg, _ = load_model(run, device=info.device,
                                         pretrained=args.pretrained)
     bundle = build_data(parse_args(argv), preprocess_cfg, None, info, train=False)
     return entry, reversal_accuracy(model, bundle.evals["temporal"], info.device)
@@ -136,8 +135,6 @@ def reversal_accuracy(model, eval_set, device) -> float:
     A model blind to frame order sits at 50%: for mean pooling the reversal's frames
     are the same frames, so the two scores tie up to float rounding, and a tie
     (difference <= 1e-5) counts as half a hit."""
-    from .evaluate import encode_texts, encode_videos
-
     specs = list(eval_set.specs)
     pos = {spec: i for i, spec in enumerate(specs)}
     pairs = [(i, pos[s.reversed()]) for i, s in enumerate(specs) if s.reversed() in pos]
@@ -179,8 +176,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             build_parser().error(f"--{name.replace('_', '-')} must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .train.logger import setup_logging
-
     setup_logging(None)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.output_dir) / f"demo-{stamp}"
@@ -209,8 +204,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            "setup": {k: v for k, v in vars(args).items() if k != "no_progress"},
            "seconds": {**seconds, "total": round(total, 1)},
            "note": "synthetic benchmark (procedural shapes, template captions), not MSR-VTT"}
-    from .train.checkpoint import atomic_write_text
-
     path = atomic_write_text(out / "demo-results.json", json.dumps(doc, indent=2) + "\n")
     print()
     print("DGL on the synthetic benchmark (frozen tiny CLIP; recalls in %, ranks 1-based)")

@@ -20,14 +20,23 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from ..backbones import SYNTHETIC_TINY, load_clip
+from ..data import VideoTransform, sample_stills
+from ..files import atomic_write, atomic_write_text
+from ..losses import symmetric_infonce
+from .optim import param_groups
+from .scheduler import warmup_cosine_lr
 
 log = logging.getLogger("dgl_rs.pretrain")
 
@@ -74,16 +83,6 @@ def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, np.ndarray]:
     return tokenizer([str(c) for c in unique]), inverse.astype(np.int64)
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor,
-                     logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over normalised embeddings (B, D); items with equal ``labels``
-    (same caption) are all positives, with equal weight."""
-    logits = logit_scale * img @ txt.t()
-    pos = (labels[:, None] == labels[None, :]).float()
-    target = pos / pos.sum(dim=1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-
-
 @torch.no_grad()
 def _embed(model, pixels: torch.Tensor, tokens: torch.Tensor, device, batch: int = 512):
     img = torch.cat([F.normalize(model.encode_image(pixels[i:i + batch].to(device)), dim=-1)
@@ -100,8 +99,6 @@ def zero_shot(model, transform, tokenizer, num: int, seed: int, device) -> dict[
     ``i2t_R@1``: each still ranks the K distinct captions of the set (chance 1/K);
     ``t2i_R@1``: each distinct caption ranks the stills, a hit when the top still has
     that caption (chance: the mean share of stills per caption)."""
-    from .data import sample_stills
-
     was = model.training
     model.eval()
     frames, captions = sample_stills(num, seed=seed)
@@ -118,42 +115,54 @@ def zero_shot(model, transform, tokenizer, num: int, seed: int, device) -> dict[
             "num_stills": num, "num_captions": int(len(tokens))}
 
 
-def _param_groups(model, wd: float):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        plain = p.ndim < 2 or "embedding" in name or "logit_scale" in name or "ln" in name
-        (no_decay if plain else decay).append(p)
-    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+def _no_decay(name: str, p) -> bool:
+    """CLIP pretraining's rule: no decay on 1-D params, embeddings, norms and the scale."""
+    return p.ndim < 2 or "embedding" in name or "logit_scale" in name or "ln" in name
 
 
 def save_weights(model, out: Path, meta: dict) -> None:
-    """fp16 safetensors + json metadata, each written to a temp file then os.replace'd."""
-    from safetensors.torch import save_file
-
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """fp16 safetensors + json metadata, each written atomically."""
     state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else
                  v.detach().cpu()).contiguous() for k, v in model.state_dict().items()}
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "model": meta["model"]})
-    os.chmod(tmp, 0o644)  # safetensors creates it private; these are shipped weights
-    os.replace(tmp, out)
-    meta_path = out.with_suffix(".json")
-    tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_meta, meta_path)
+    atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "model": meta["model"]}))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+
+
+def train_tiny(model, transform, tokens, label, frames, args, device) -> float:
+    """``args.steps`` contrastive steps on the stills; returns the final loss (EMA)."""
+    opt = torch.optim.AdamW(param_groups(model.named_parameters(), args.wd, _no_decay), lr=args.lr,
+                            betas=(0.9, 0.98), eps=1e-6)
+    warm = max(1, int(args.warmup * args.steps))
+    gen = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(len(frames), generator=gen)
+    pos, ema = 0, None
+    bar = tqdm(range(args.steps), desc="pretrain synthetic-tiny", disable=args.no_progress,
+               dynamic_ncols=True)
+    for step in bar:
+        if pos + args.batch_size > len(order):
+            order, pos = torch.randperm(len(frames), generator=gen), 0
+        idx = order[pos:pos + args.batch_size]
+        pos += args.batch_size
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine_lr(args.lr, step, warm, args.steps)
+        lab = label[idx]
+        img = F.normalize(model.encode_image(transform(frames[idx]).to(device)), dim=-1)
+        txt = F.normalize(model.encode_text(tokens[lab].to(device)), dim=-1)
+        loss = symmetric_infonce(model.logit_scale.exp() * img @ txt.t(), lab.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+    return ema
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``dgl-rs pretrain-synthetic`` (flags: ``--help``). Returns 0."""
     args = parse_args(argv)
-    import open_clip
-    from tqdm.auto import tqdm
-
-    from .backbones import SYNTHETIC_TINY, load_clip
-    from .data import VideoTransform, sample_stills
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -167,40 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     label = torch.from_numpy(label)
     log.info("pool: %d stills, %d distinct captions (%.1fs)", len(frames), len(tokens),
              time.time() - t0)
-
-    opt = torch.optim.AdamW(_param_groups(model, args.wd), lr=args.lr, betas=(0.9, 0.98),
-                            eps=1e-6)
-    warm = max(1, int(args.warmup * args.steps))
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warm) / max(1, args.steps - warm)))
-
-    gen = torch.Generator().manual_seed(args.seed)
-    order = torch.randperm(len(frames), generator=gen)
-    pos, ema = 0, None
-    bar = tqdm(range(args.steps), desc="pretrain synthetic-tiny", disable=args.no_progress,
-               dynamic_ncols=True)
-    for step in bar:
-        if pos + args.batch_size > len(order):
-            order, pos = torch.randperm(len(frames), generator=gen), 0
-        idx = order[pos:pos + args.batch_size]
-        pos += args.batch_size
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        lab = label[idx]
-        img = F.normalize(model.encode_image(transform(frames[idx]).to(device)), dim=-1)
-        txt = F.normalize(model.encode_text(tokens[lab].to(device)), dim=-1)
-        loss = contrastive_loss(img, txt, lab.to(device), model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+    ema = train_tiny(model, transform, tokens, label, frames, args, device)
     train_time = time.time() - t0
 
     result = {}

@@ -1,0 +1,89 @@
+"""``dgl-rs eval``: evaluate a saved method (or the zero-shot baseline) on a test split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..evaluate import evaluate, resolve_precision, write_results
+from ..factory import load_model
+from ..metrics import format_table
+from ..train.data import build_data
+from ..train.distributed import init_distributed
+from ..train.logger import setup_logging
+from ..train.params import RECIPES, TrainConfig, UsageError, add_arguments, check_data_root
+
+EVAL_FIELDS = ("dataset", "data_root", "train_annotations", "eval_annotations", "eval_limit",
+               "synthetic_split", "synthetic_videos", "synthetic_eval_videos",
+               "synthetic_seed", "workers", "on_broken", "model", "pretrained",
+               "num_frames", "eval_batch_size", "qb_norm", "dsl", "device", "precision",
+               "no_progress")
+
+
+def build_eval_parser(prog: str = "dgl-rs eval") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Evaluate a trained method (or the zero-shot mean-pooling "
+        "baseline) on a test split: t2v and v2t R@1/5/10/50, MdR, MnR; QB-Norm and DSL "
+        "reported separately.")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", help="prompts.safetensors of a run (any method), a training "
+                     "checkpoint, or a run folder")
+    src.add_argument("--zero-shot", action="store_true",
+                     help="evaluate the frozen backbone with mean pooling of frame features")
+    parser.add_argument("--out", help="write the results JSON here (default: "
+                        "eval-DATASET.json beside the prompts, or in the current folder)")
+    add_arguments(parser, include=EVAL_FIELDS,
+                  defaults={"model": None, "pretrained": None, "num_frames": None})
+    return parser
+
+
+def _load(ns: argparse.Namespace, cfg: TrainConfig, device):
+    recipe = RECIPES[cfg.dataset]
+    model_name, pretrained = cfg.model, cfg.pretrained
+    if ns.zero_shot:
+        model_name = model_name or recipe.get("model")
+        pretrained = pretrained or recipe.get("pretrained")
+    return load_model(
+        ns.prompts, model_name=model_name, pretrained=pretrained, device=device,
+        num_frames=cfg.num_frames or (recipe["num_frames"] if ns.zero_shot else None),
+        context_length=recipe["context_length"] if ns.zero_shot else None)
+
+
+def _out_path(ns: argparse.Namespace, cfg: TrainConfig, meta: dict) -> Path:
+    if ns.out:
+        return Path(ns.out)
+    if ns.prompts:
+        return Path(meta["prompts"]).with_name(f"eval-{cfg.dataset}.json")
+    return Path(f"eval-{cfg.dataset}-zero-shot.json")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dgl-rs eval``: returns 0 and writes the results JSON."""
+    parser = build_eval_parser()
+    ns = parser.parse_args(argv)
+    cfg = TrainConfig(**{k: v for k, v in vars(ns).items() if k in EVAL_FIELDS})
+    try:
+        check_data_root(cfg)
+    except UsageError as exc:
+        parser.error(str(exc))
+    setup_logging(None)
+    info = init_distributed(cfg.device)
+    precision = resolve_precision(cfg.precision, info.device)
+    model, preprocess_cfg, meta = _load(ns, cfg, info.device)
+    cfg.num_frames = model.num_frames
+    cfg.context_length = model.config["context_length"]
+    bundle = build_data(cfg, preprocess_cfg, None, info, train=False)
+    results = {name: evaluate(model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
+                              workers=cfg.workers, precision=precision, context_length=cfg.context_length,
+                              query_bank=bundle.query_bank, dsl=cfg.dsl, progress=not cfg.no_progress,
+                              name=name)
+               for name, eval_set in bundle.evals.items()}
+    print(format_table({f"{name} {kind}": rep for name, res in results.items()
+                        for kind, rep in res.items() if isinstance(rep, dict)}))
+    out = _out_path(ns, cfg, meta)
+    write_results(out, {"backbone": meta, "method": model.method, "trainable": model.num_trainable(),
+                        "config": {k: v for k, v in cfg.to_dict().items() if k in EVAL_FIELDS},
+                        "results": results})
+    print(f"results: {out}")
+    return 0

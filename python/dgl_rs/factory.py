@@ -1,0 +1,174 @@
+"""The factory: backbones, any method from a name and options, any saved method file.
+
+* :func:`load_backbone`: an open_clip CLIP (``load_clip``) with its errors as
+  :class:`UsageError`, initialised under a fixed seed.
+* :func:`build_method`: ``build_method(clip, "vpt", num_frames=12, **options)``.
+* :func:`load_method`: a model from a file written by ``save_prompts`` (any method).
+* :func:`load_model`: backbone + method from a prompts file, a training checkpoint or a
+  run folder (what ``dgl-rs eval/encode/search`` take), or the zero-shot baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from . import checkpoints as ckpt
+from .backbones import load_clip
+from .errors import UsageError
+from .methods import METHODS, OPTIONS, method_name, read_prompt_file
+
+PathLike = Union[str, "os.PathLike[str]"]
+DEFAULT_MODEL = "ViT-B-32-quickgelu"
+DEFAULT_PRETRAINED = "openai"
+
+
+def load_backbone(model_name: str, pretrained: Optional[str], device="cpu"):
+    """``(clip, preprocess_cfg, tokenizer)``; unknown models and unreachable weights
+    raise :class:`UsageError`. The initialisation runs under a fixed seed, isolated from
+    the global RNG: with ``pretrained="none"`` (random weights) training, evaluation and
+    search all see the same backbone."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return load_clip(model_name, pretrained, device=device, precision="fp32")
+    except UsageError:
+        raise
+    except (ValueError, RuntimeError, OSError, KeyError) as exc:
+        raise UsageError(f"cannot load backbone --model {model_name} --pretrained "
+                         f"{pretrained}: {exc}") from exc
+
+
+def method_spec(name: str):
+    if name not in METHODS:
+        raise ValueError(f"`method` must be one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def build_method(clip: nn.Module, method: str, num_frames: int = 12, **options: Any) -> nn.Module:
+    """A method around ``clip`` (frozen, except for ``full-finetune``).
+
+    ``options`` are the DGL options (:data:`dgl_rs.methods.OPTIONS`) the method does not
+    pin; passing a pinned one with another value is a ``ValueError`` naming it."""
+    spec = method_spec(method)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"build_method({method!r}): unknown option(s) {unknown}; options are {list(OPTIONS)}")
+    for key, value in options.items():
+        if key in spec.pinned and _normal(value) != _normal(spec.pinned[key]):
+            raise ValueError(f"method {method!r} fixes `{key}` to {spec.pinned[key]!r}; got {value!r}")
+    kwargs = {**spec.defaults, **options, **spec.pinned, "num_frames": num_frames}
+    model = spec.cls(clip, **kwargs)
+    model._method = method
+    return model
+
+
+def _normal(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def file_method(meta: dict) -> str:
+    """The method a prompt file's metadata records (older files: inferred)."""
+    return meta.get("method") or method_name(json.loads(meta["config"]))
+
+
+def load_method(path: PathLike, clip: nn.Module, **overrides: Any) -> nn.Module:
+    """The model saved in ``path`` (by ``save_prompts``) around ``clip``."""
+    meta, _ = read_prompt_file(path)
+    name = file_method(meta)
+    return method_spec(name).cls.load_prompts(str(path), clip, **overrides)
+
+
+def resolve_prompts_path(path: PathLike) -> Path:
+    """A prompts file, a training checkpoint, or a run folder (its ``prompts.safetensors``,
+    else its newest checkpoint)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "prompts.safetensors").is_file():
+            return p / "prompts.safetensors"
+        found = ckpt.list_checkpoints(p / "checkpoints") or ckpt.list_checkpoints(p)
+        if not found:
+            raise FileNotFoundError(f"--prompts {p}: no prompts.safetensors or checkpoint in it")
+        return found[-1]
+    if not p.is_file():
+        raise FileNotFoundError(f"--prompts {p}: no such file")
+    return p
+
+
+def _recorded(source: Path):
+    """``(recorded, state_dict)``: what a checkpoint or the ``model.json`` beside a
+    prompts file says about the backbone and method (``{}`` when nothing)."""
+    if ckpt.is_checkpoint(source):
+        state_dict, state = ckpt.load_checkpoint(source)
+        config = state["model_config"]
+        return {"model": state["config"]["model"], "pretrained": state["config"]["pretrained"],
+                "dgl": config, "method": state.get("method") or method_name(config)}, state_dict
+    side = source.with_name("model.json")
+    return (json.loads(side.read_text()) if side.is_file() else {}), None
+
+
+def _build_for(source: Optional[Path], recorded: dict, state_dict, clip, num_frames, context_length):
+    if source is None:
+        return build_method(clip, "zero-shot", num_frames=num_frames or 12, context_length=context_length or 32)
+    if state_dict is not None:
+        config = dict(recorded["dgl"])
+        model = build_method(clip, recorded["method"], **config)
+        model.load_prompt_state_dict(state_dict)
+        return model
+    return load_method(source, clip)
+
+
+def load_model(prompts: Optional[PathLike] = None, *, model_name: Optional[str] = None,
+               pretrained: Optional[str] = None, device="cpu", num_frames: Optional[int] = None,
+               context_length: Optional[int] = None):
+    """Rebuild a saved method on its frozen backbone: ``(model, preprocess_cfg, meta)``.
+
+    ``prompts``: a ``prompts.safetensors`` written by training (the backbone is read from
+    the ``model.json`` beside it), a training checkpoint (it records the run's config),
+    or a run folder; ``None`` gives the zero-shot mean-pooling baseline. ``model_name`` /
+    ``pretrained`` override the recorded backbone; ``num_frames`` the frames per video
+    (not for prompts learned per frame position). ``meta`` is ``{"model", "pretrained",
+    "method", "dgl", "prompts"}``: what an index records."""
+    source = resolve_prompts_path(prompts) if prompts is not None else None
+    recorded, state_dict = _recorded(source) if source is not None else ({}, None)
+    name = model_name or recorded.get("model") or DEFAULT_MODEL
+    weights = pretrained or recorded.get("pretrained") or DEFAULT_PRETRAINED
+    clip, preprocess_cfg, _ = load_backbone(name, weights, device)
+    try:
+        model = _build_for(source, recorded, state_dict, clip, num_frames, context_length)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc} (pass the --model/--pretrained it was trained with)") from exc
+    if num_frames and source is not None and num_frames != model.num_frames:
+        set_num_frames(model, num_frames)
+    model = model.to(device).eval()
+    if isinstance(weights, str) and os.path.isfile(weights):
+        weights = os.path.abspath(weights)
+    meta = {"model": name, "pretrained": weights, "method": model.method, "dgl": model.config,
+            "prompts": str(source) if source else None}
+    return model, preprocess_cfg, meta
+
+
+def set_num_frames(model: nn.Module, num_frames: int) -> None:
+    """Change T of a built model, refused when its prompts are learned per frame position."""
+    cfg = model.config
+    if cfg["generator"] == "transformer" or cfg.get("temporal_embedding") or cfg.get("per_frame_prompts"):
+        raise UsageError(f"{model.method} prompts are learned for each of {model.num_frames} frame positions; "
+                         f"--num-frames {num_frames} cannot change that")
+    model.num_frames = num_frames
+
+
+def trainable_counts(clip: nn.Module, num_frames: int = 12) -> dict[str, int]:
+    """Trainable parameters of every method (its defaults) on ``clip``, by name. The CLIP
+    is left unpatched and frozen."""
+    counts = {}
+    for name in METHODS:
+        model = build_method(clip, name, num_frames=num_frames)
+        counts[name] = model.num_trainable()
+        model.freeze_backbone()
+        model.unpatch()
+    return counts

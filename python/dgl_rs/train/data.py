@@ -1,0 +1,124 @@
+"""What the trainer and ``dgl-rs eval`` read: training pairs, evaluation sets and the
+QB-Norm query bank of each dataset format (:mod:`dgl_rs.data` does the reading)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..data import datasets as D
+from ..data import collate_skip
+from ..data.synthetic import SyntheticVideoDataset
+from ..data.video import VideoTransform
+from ..errors import UsageError
+from ..text import tokenize
+from .distributed import DistInfo
+from .params import TrainConfig
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class DataBundle:
+    """What the trainer needs from :mod:`dgl_rs.data`."""
+    train: Any  # map-style dataset of one (frames, caption tokens) pair per item
+    collate_fn: Any = None  # collate for train batches (drops broken samples)
+    evals: dict = field(default_factory=dict)  # name -> EvalSet
+    query_bank: Optional[list] = None  # training captions (QB-Norm bank)
+
+
+# Train / test split names of each reader (spec section 7: MSR-VTT 9k / 1k-A, VATEX,
+# LSMDC, ActivityNet val_1 as test).
+SPLITS = {"msrvtt": ("train", "test"), "vatex": ("train", "test"), "lsmdc": ("train", "test"),
+          "activitynet": ("train", "val_1")}
+
+
+def _folder_annotations(root: Path, given: Optional[str], stem: str) -> Path:
+    if given:
+        path = Path(given)
+        if not path.is_file() and (root / path).is_file():
+            path = root / path
+        if not path.is_file():
+            raise UsageError(f"annotation file {given} not found")
+        return path
+    for ext in (".csv", ".jsonl"):
+        if (root / f"{stem}{ext}").is_file():
+            return root / f"{stem}{ext}"
+    raise UsageError(f"--dataset folder: no {stem}.csv or {stem}.jsonl in {root}; pass "
+                     f"--{'train' if stem == 'train' else 'eval'}-annotations "
+                     "(a CSV with columns video,caption or a JSONL of {video, caption})")
+
+
+def read_records(cfg: TrainConfig, train: bool):
+    """The dataset's VideoRecords for training (``train``) or evaluation."""
+    root = Path(cfg.data_root)
+    if not root.is_dir():
+        raise UsageError(f"--data-root {root}: no such directory")
+    try:
+        if cfg.dataset == "folder":
+            ann = _folder_annotations(root, cfg.train_annotations if train else
+                                      cfg.eval_annotations, "train" if train else "test")
+            records = D.read_folder(root, ann)
+        else:
+            records = D.read_dataset(cfg.dataset, root, SPLITS[cfg.dataset][0 if train else 1])
+    except FileNotFoundError as exc:
+        raise UsageError(f"--dataset {cfg.dataset} --data-root {root}: {exc}") from exc
+    limit = cfg.train_limit if train else cfg.eval_limit
+    return records[:limit] if limit else records
+
+
+def data_transform(cfg: TrainConfig, preprocess_cfg):
+    """``(VideoTransform, tokenize)`` for the backbone's input size and mean/std."""
+    pre = dict(preprocess_cfg or {})
+    context_length = cfg.context_length
+
+    def tok(texts):
+        return tokenize(texts, context_length)
+
+    return VideoTransform.from_preprocess_cfg(pre), tok
+
+
+def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo,
+               train: bool = True) -> DataBundle:
+    """Training pairs (``train``), evaluation set(s) and (with --qb-norm) the query bank
+    (the training captions)."""
+    transform, tok = data_transform(cfg, preprocess_cfg)
+    train_err = cfg.on_broken or "skip"
+    eval_err = cfg.on_broken or "raise"
+    if cfg.dataset == "synthetic":
+        return build_synthetic_data(cfg, transform, tok, train_err, eval_err)
+    evals = {"test": D.EvalSet(read_records(cfg, False), cfg.num_frames, transform,
+                               tokenizer=tok, on_error=eval_err)}
+    if not train:
+        bank = None
+        if cfg.qb_norm:
+            bank = [c for r in read_records(cfg, True) for c in r.captions]
+        return DataBundle(train=None, evals=evals, query_bank=bank)
+    pairs = D.TrainPairs(read_records(cfg, True), cfg.num_frames, transform, tok,
+                         on_error=train_err)
+    return DataBundle(train=pairs, collate_fn=D.collate_skip, evals=evals,
+                      query_bank=pairs.captions if cfg.qb_norm else None)
+
+
+SYNTHETIC_EVAL_SEED_OFFSET = 1000  # test videos come from another seed than training
+
+
+def build_synthetic_data(cfg: TrainConfig, transform, tok, train_err: str,
+                         eval_err: str) -> DataBundle:
+    """The synthetic benchmark: train on the chosen split(s) ("both" = the ``mixed``
+    split, half static, half temporal), evaluate on each split separately, on videos
+    drawn from another seed. (Rendering never fails, so ``on_broken`` is moot.)"""
+    splits = ["static", "temporal"] if cfg.synthetic_split == "both" else [cfg.synthetic_split]
+    kw = dict(num_frames=cfg.num_frames, image_size=transform.image_size,
+              mean=transform.mean, std=transform.std, tokenizer=tok)
+    train_split = "mixed" if len(splits) == 2 else splits[0]
+    train = SyntheticVideoDataset(train_split, cfg.synthetic_videos * len(splits),
+                                  seed=cfg.synthetic_seed, train=True, **kw)
+    evals = {split: SyntheticVideoDataset(split, cfg.synthetic_eval_videos,
+                                          seed=cfg.synthetic_seed + SYNTHETIC_EVAL_SEED_OFFSET,
+                                          train=False, **kw)
+             for split in splits}
+    return DataBundle(train=train, collate_fn=collate_skip, evals=evals,
+                      query_bank=train.captions if cfg.qb_norm else None)
+
+
