@@ -29,3 +29,35 @@ def global_local_attention_spec(x, w_in, b_in, w_out, b_out, num_heads, num_glob
         vf = torch.cat([v[:, :g], v[:, sl]], dim=1)
         pieces.append(mha_heads(q[:, sl], kf, vf, num_heads))
     return torch.nn.functional.linear(torch.cat(pieces, dim=1), w_out, b_out)
+
+
+def attention_mode_spec(x, w_in, b_in, w_out, b_out, num_heads, num_global, num_frames, mode):
+    """The attention modes of the Table 3b ablation, each written from its definition.
+
+    - "global_local": DGL-SPEC section 3 (``global_local_attention_spec``).
+    - "local": each frame's ``[G ; frame_t]`` does self-attention within itself;
+      frame tokens keep their frame's result, G gets the mean over the frames of
+      its per-frame results.
+    - "global": every query attends to all G + T*L tokens.
+    """
+    if mode == "global_local":
+        return global_local_attention_spec(x, w_in, b_in, w_out, b_out, num_heads, num_global, num_frames)
+    _, s, d = x.shape
+    g, t = num_global, num_frames
+    L = (s - g) // t
+    q, k, v = torch.nn.functional.linear(x, w_in, b_in).split(d, dim=-1)
+    if mode == "global":
+        attended = mha_heads(q, k, v, num_heads)
+    elif mode == "local":
+        g_results, frame_results = [], []
+        for f in range(t):
+            sl = slice(g + f * L, g + (f + 1) * L)
+            q_f, k_f, v_f = (torch.cat([z[:, :g], z[:, sl]], dim=1) for z in (q, k, v))
+            o = mha_heads(q_f, k_f, v_f, num_heads)  # (b, g + L, d)
+            g_results.append(o[:, :g])
+            frame_results.append(o[:, g:])
+        g_mean = sum(g_results) / t
+        attended = torch.cat([g_mean] + frame_results, dim=1)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    return torch.nn.functional.linear(attended, w_out, b_out)

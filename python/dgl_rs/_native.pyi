@@ -22,9 +22,10 @@ def attention_forward(
     num_heads: int,
     num_global: int,
     num_frames: int,
+    mode: str,
     backend: str,
 ) -> Tuple[Tensor, Tensor]:
-    """(out (B, S, D), qkv (B, S, 3D))."""
+    """(out (B, S, D), qkv (B, S, 3D)); mode is "global_local", "local" or "global"."""
 
 def attention_backward(
     grad_out: Tensor,
@@ -36,6 +37,7 @@ def attention_backward(
     num_heads: int,
     num_global: int,
     num_frames: int,
+    mode: str,
     needs: Tuple[bool, bool, bool, bool, bool],
     backend: str,
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:

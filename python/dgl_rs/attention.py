@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from .ops.attention import global_local_attention
+from .ops.attention import check_mode, global_local_attention
 
 
 class GlobalLocalAttention(nn.Module):
@@ -24,6 +24,11 @@ class GlobalLocalAttention(nn.Module):
     The input is the packed video sequence ``(batch, G + frames * tokens, dim)``
     (``(seq, batch, dim)`` if the MHA is not batch-first). ``num_frames`` can be
     changed between calls (attribute), or given per call.
+
+    ``mode`` (attribute, default ``"global_local"``) picks the attention pattern:
+    ``"global_local"`` (DGL), or the Table 3b ablations ``"local"`` (no global video
+    attention) and ``"global"`` (no local frame attention, plain self-attention over
+    the packed sequence); see :func:`dgl_rs.global_local_attention`.
     """
 
     def __init__(
@@ -36,13 +41,14 @@ class GlobalLocalAttention(nn.Module):
         batch_first: bool = True,
         backend: str = "auto",
         recompute_qkv: bool = False,
+        mode: str = "global_local",
     ) -> None:
         super().__init__()
         mha = nn.MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=batch_first)
-        self._adopt(mha, num_global, num_frames, backend, recompute_qkv)
+        self._adopt(mha, num_global, num_frames, backend, recompute_qkv, mode)
 
     def _adopt(self, mha: nn.MultiheadAttention, num_global: int, num_frames: int, backend: str,
-               recompute_qkv: bool = False) -> None:
+               recompute_qkv: bool = False, mode: str = "global_local") -> None:
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"`mha` must be an nn.MultiheadAttention, got {type(mha).__name__}")
         if not mha._qkv_same_embed_dim or mha.in_proj_weight is None:
@@ -55,6 +61,7 @@ class GlobalLocalAttention(nn.Module):
             raise ValueError(f"`num_global` must be >= 0, got {num_global}")
         if num_frames < 1:
             raise ValueError(f"`num_frames` must be >= 1, got {num_frames}")
+        check_mode(mode)
         self.embed_dim = mha.embed_dim
         self.num_heads = mha.num_heads
         self.batch_first = mha.batch_first
@@ -62,6 +69,7 @@ class GlobalLocalAttention(nn.Module):
         self.num_frames = num_frames
         self.backend = backend
         self.recompute_qkv = recompute_qkv
+        self.mode = mode
         # The same Parameter objects: shared, not copied.
         self.in_proj_weight = mha.in_proj_weight
         self.in_proj_bias = mha.in_proj_bias
@@ -71,11 +79,11 @@ class GlobalLocalAttention(nn.Module):
     @classmethod
     def from_mha(
         cls, mha: nn.MultiheadAttention, num_global: int = 4, num_frames: int = 12, backend: str = "auto",
-        recompute_qkv: bool = False,
+        recompute_qkv: bool = False, mode: str = "global_local",
     ) -> "GlobalLocalAttention":
         self = cls.__new__(cls)
         nn.Module.__init__(self)
-        self._adopt(mha, num_global, num_frames, backend, recompute_qkv)
+        self._adopt(mha, num_global, num_frames, backend, recompute_qkv, mode)
         return self
 
     def to_mha(self) -> nn.MultiheadAttention:
@@ -108,10 +116,11 @@ class GlobalLocalAttention(nn.Module):
         x = query if self.batch_first else query.transpose(0, 1)
         out = global_local_attention(
             x, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias,
-            self.num_heads, self.num_global, frames, backend=self.backend, recompute_qkv=self.recompute_qkv,
+            self.num_heads, self.num_global, frames, mode=self.mode, backend=self.backend,
+            recompute_qkv=self.recompute_qkv,
         )
         return (out if self.batch_first else out.transpose(0, 1)), None
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, num_global={self.num_global}, "
-                f"num_frames={self.num_frames}, batch_first={self.batch_first}")
+                f"num_frames={self.num_frames}, mode={self.mode!r}, batch_first={self.batch_first}")

@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Core tests against a reference written from the spec with plain tch ops:
-//! per-frame attention over `[G ; frame]` and global attention over everything,
-//! with the gradients of that reference from libtorch autograd.
+//! per-frame attention over `[G ; frame]` and global attention over everything
+//! (and the ablation modes: per-frame self-attention of `[G ; frame]` with G's
+//! results averaged, and one attention over everything), with the gradients of
+//! that reference from libtorch autograd.
 
 use super::*;
 use tch::{Device, Kind};
@@ -22,27 +24,56 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, h: i64) -> Tensor {
     let hd = dim / h;
     let split = |t: &Tensor, len| t.reshape([n, len, h, hd]).transpose(1, 2);
     let scores = split(q, m).matmul(&split(k, s).transpose(-2, -1)) / (hd as f64).sqrt();
-    scores.softmax(-1, q.kind()).matmul(&split(v, s)).transpose(1, 2).reshape([n, m, dim])
+    scores
+        .softmax(-1, q.kind())
+        .matmul(&split(v, s))
+        .transpose(1, 2)
+        .reshape([n, m, dim])
 }
 
-fn reference(x: &Tensor, w_in: &Tensor, b_in: &Tensor, w_out: &Tensor, b_out: &Tensor, c: &Case) -> Tensor {
+fn reference(
+    x: &Tensor,
+    w_in: &Tensor,
+    b_in: &Tensor,
+    w_out: &Tensor,
+    b_out: &Tensor,
+    c: &Case,
+    mode: Mode,
+) -> Tensor {
     let dim = c.h * c.hd;
     let qkv = x.linear(w_in, Some(b_in));
     let parts = qkv.split(dim, -1);
     let (q, k, v) = (&parts[0], &parts[1], &parts[2]);
+    let frame = |t: &Tensor, f: i64| t.narrow(1, c.g + f * c.l, c.l);
+    let with_g = |t: &Tensor, f: i64| Tensor::cat(&[t.narrow(1, 0, c.g), frame(t, f)], 1);
     let mut outs = Vec::new();
-    if c.g > 0 {
-        outs.push(attend(&q.narrow(1, 0, c.g), k, v, c.h));
-    }
-    for f in 0..c.t {
-        let start = c.g + f * c.l;
-        let keys = |t: &Tensor| Tensor::cat(&[t.narrow(1, 0, c.g), t.narrow(1, start, c.l)], 1);
-        outs.push(attend(&q.narrow(1, start, c.l), &keys(k), &keys(v), c.h));
+    match mode {
+        Mode::GlobalLocal => {
+            if c.g > 0 {
+                outs.push(attend(&q.narrow(1, 0, c.g), k, v, c.h));
+            }
+            for f in 0..c.t {
+                outs.push(attend(&frame(q, f), &with_g(k, f), &with_g(v, f), c.h));
+            }
+        }
+        Mode::Local => {
+            let mut g_parts = Vec::new();
+            for f in 0..c.t {
+                let o = attend(&with_g(q, f), &with_g(k, f), &with_g(v, f), c.h);
+                g_parts.push(o.narrow(1, 0, c.g));
+                outs.push(o.narrow(1, c.g, c.l));
+            }
+            outs.insert(
+                0,
+                Tensor::stack(&g_parts, 0).mean_dim([0i64].as_slice(), false, x.kind()),
+            );
+        }
+        Mode::Global => outs.push(attend(q, k, v, c.h)),
     }
     Tensor::cat(&outs, 1).linear(w_out, Some(b_out))
 }
 
-fn run_case(c: &Case, backend: Backend) {
+fn run_case(c: &Case, mode: Mode, backend: Backend) {
     tch::manual_seed(0);
     let opts = (Kind::Double, Device::Cpu);
     let dim = c.h * c.hd;
@@ -52,39 +83,133 @@ fn run_case(c: &Case, backend: Backend) {
     let b_in = (Tensor::randn([3 * dim], opts) * 0.1).set_requires_grad(true);
     let w_out = (Tensor::randn([dim, dim], opts) / (dim as f64).sqrt()).set_requires_grad(true);
     let b_out = (Tensor::randn([dim], opts) * 0.1).set_requires_grad(true);
-    let expected = reference(&x, &w_in, &b_in, &w_out, &b_out, c);
+    let expected = reference(&x, &w_in, &b_in, &w_out, &b_out, c, mode);
     let grad_out = Tensor::randn([c.b, s, dim], opts);
-    let ref_grads =
-        Tensor::run_backward(&[(&expected * &grad_out).sum(Kind::Double)], &[&x, &w_in, &b_in, &w_out, &b_out], false, false);
+    let ref_grads = Tensor::run_backward(
+        &[(&expected * &grad_out).sum(Kind::Double)],
+        &[&x, &w_in, &b_in, &w_out, &b_out],
+        false,
+        false,
+    );
     let _guard = tch::no_grad_guard();
-    let fwd = attention_forward(&x, &w_in, Some(&b_in), &w_out, Some(&b_out), c.h, c.g, c.t, backend).unwrap();
-    assert!(fwd.out.allclose(&expected, 1e-10, 1e-10, false), "forward differs");
-    let needs = NeedsGrad { x: true, in_proj_weight: true, in_proj_bias: true, out_proj_weight: true, out_proj_bias: true };
+    let fwd = attention_forward(
+        &x,
+        &w_in,
+        Some(&b_in),
+        &w_out,
+        Some(&b_out),
+        c.h,
+        c.g,
+        c.t,
+        mode,
+        backend,
+    )
+    .unwrap();
+    assert!(
+        fwd.out.allclose(&expected, 1e-10, 1e-10, false),
+        "{mode:?}: forward differs"
+    );
+    let needs = NeedsGrad {
+        x: true,
+        in_proj_weight: true,
+        in_proj_bias: true,
+        out_proj_weight: true,
+        out_proj_bias: true,
+    };
     // Both ways of getting q/k/v: the saved projection, and recomputed from x.
-    let from_qkv =
-        attention_backward(&grad_out, Some(&x), Some(&fwd.qkv), &w_in, Some(&b_in), &w_out, c.h, c.g, c.t, needs, backend)
-            .unwrap();
-    let grads = attention_backward(&grad_out, Some(&x), None, &w_in, Some(&b_in), &w_out, c.h, c.g, c.t, needs, backend)
-        .unwrap();
+    let from_qkv = attention_backward(
+        &grad_out,
+        Some(&x),
+        Some(&fwd.qkv),
+        &w_in,
+        Some(&b_in),
+        &w_out,
+        c.h,
+        c.g,
+        c.t,
+        mode,
+        needs,
+        backend,
+    )
+    .unwrap();
+    let grads = attention_backward(
+        &grad_out,
+        Some(&x),
+        None,
+        &w_in,
+        Some(&b_in),
+        &w_out,
+        c.h,
+        c.g,
+        c.t,
+        mode,
+        needs,
+        backend,
+    )
+    .unwrap();
     let a = from_qkv.x.unwrap();
-    assert!(a.allclose(grads.x.as_ref().unwrap(), 1e-12, 1e-12, false), "saved vs recomputed qkv differ");
-    let got = [grads.x, grads.in_proj_weight, grads.in_proj_bias, grads.out_proj_weight, grads.out_proj_bias];
+    assert!(
+        a.allclose(grads.x.as_ref().unwrap(), 1e-12, 1e-12, false),
+        "saved vs recomputed qkv differ"
+    );
+    let got = [
+        grads.x,
+        grads.in_proj_weight,
+        grads.in_proj_bias,
+        grads.out_proj_weight,
+        grads.out_proj_bias,
+    ];
     for (i, (g, r)) in got.iter().zip(ref_grads.iter()).enumerate() {
         let g = g.as_ref().expect("gradient asked for");
-        assert!(g.allclose(r, 1e-9, 1e-10, false), "gradient {i} differs by {}", (g - r).abs().max().double_value(&[]));
+        let err = (g - r).abs().max().double_value(&[]);
+        assert!(
+            g.allclose(r, 1e-9, 1e-10, false),
+            "{mode:?}: gradient {i} differs by {err}"
+        );
     }
 }
 
 #[test]
 fn matches_reference_flash_and_math() {
-    for backend in [Backend::Flash, Backend::Math] {
+    for (backend, mode) in [Backend::Flash, Backend::Math]
+        .into_iter()
+        .flat_map(|b| [Mode::GlobalLocal, Mode::Local, Mode::Global].map(|m| (b, m)))
+    {
         for c in [
-            Case { b: 2, g: 4, t: 3, l: 5, h: 2, hd: 4 },
-            Case { b: 1, g: 0, t: 1, l: 7, h: 1, hd: 8 },
-            Case { b: 1, g: 1, t: 12, l: 1, h: 4, hd: 2 },
-            Case { b: 3, g: 0, t: 3, l: 5, h: 3, hd: 4 },
+            Case {
+                b: 2,
+                g: 4,
+                t: 3,
+                l: 5,
+                h: 2,
+                hd: 4,
+            },
+            Case {
+                b: 1,
+                g: 0,
+                t: 1,
+                l: 7,
+                h: 1,
+                hd: 8,
+            },
+            Case {
+                b: 1,
+                g: 1,
+                t: 12,
+                l: 1,
+                h: 4,
+                hd: 2,
+            },
+            Case {
+                b: 3,
+                g: 0,
+                t: 3,
+                l: 5,
+                h: 3,
+                hd: 4,
+            },
         ] {
-            run_case(&c, backend);
+            run_case(&c, mode, backend);
         }
     }
 }
@@ -95,11 +220,45 @@ fn weight_gradients_only_when_asked() {
     let x = Tensor::randn([1, 2 + 2 * 3, 8], opts);
     let w_in = Tensor::randn([24, 8], opts);
     let w_out = Tensor::randn([8, 8], opts);
-    let fwd = attention_forward(&x, &w_in, None, &w_out, None, 2, 2, 2, Backend::Auto).unwrap();
-    let needs = NeedsGrad { x: true, ..Default::default() };
-    let g = attention_backward(&fwd.out, None, Some(&fwd.qkv), &w_in, None, &w_out, 2, 2, 2, needs, Backend::Auto).unwrap();
+    let fwd = attention_forward(
+        &x,
+        &w_in,
+        None,
+        &w_out,
+        None,
+        2,
+        2,
+        2,
+        Mode::GlobalLocal,
+        Backend::Auto,
+    )
+    .unwrap();
+    let needs = NeedsGrad {
+        x: true,
+        ..Default::default()
+    };
+    let g = attention_backward(
+        &fwd.out,
+        None,
+        Some(&fwd.qkv),
+        &w_in,
+        None,
+        &w_out,
+        2,
+        2,
+        2,
+        Mode::GlobalLocal,
+        needs,
+        Backend::Auto,
+    )
+    .unwrap();
     assert!(g.x.is_some());
-    assert!(g.in_proj_weight.is_none() && g.in_proj_bias.is_none() && g.out_proj_weight.is_none() && g.out_proj_bias.is_none());
+    assert!(
+        g.in_proj_weight.is_none()
+            && g.in_proj_bias.is_none()
+            && g.out_proj_weight.is_none()
+            && g.out_proj_bias.is_none()
+    );
 }
 
 #[test]
@@ -109,22 +268,143 @@ fn bad_inputs_are_errors_not_panics() {
     let w_out = Tensor::randn([8, 8], opts);
     let cases: Vec<(Tensor, i64, i64, i64, &str)> = vec![
         (Tensor::randn([10, 8], opts), 2, 2, 2, "`x` must have shape"),
-        (Tensor::randn([1, 9, 8], opts), 2, 2, 2, "num_global + num_frames * tokens"),
-        (Tensor::randn([1, 10, 8], opts), 3, 2, 2, "multiple of num_heads"),
-        (Tensor::randn([0, 10, 8], opts), 2, 2, 2, "at least one video"),
-        (Tensor::randn([1, 10, 8], (Kind::Double, Device::Cpu)), 2, 2, 2, "`in_proj_weight` must have dtype float64"),
+        (
+            Tensor::randn([1, 9, 8], opts),
+            2,
+            2,
+            2,
+            "num_global + num_frames * tokens",
+        ),
+        (
+            Tensor::randn([1, 10, 8], opts),
+            3,
+            2,
+            2,
+            "multiple of num_heads",
+        ),
+        (
+            Tensor::randn([0, 10, 8], opts),
+            2,
+            2,
+            2,
+            "at least one video",
+        ),
+        (
+            Tensor::randn([1, 10, 8], (Kind::Double, Device::Cpu)),
+            2,
+            2,
+            2,
+            "`in_proj_weight` must have dtype float64",
+        ),
         (Tensor::randn([1, 10, 8], opts), 2, 2, 0, "num_frames"),
     ];
     for (x, h, g, t, msg) in cases {
-        let err = attention_forward(&x, &w_in, None, &w_out, None, h, g, t, Backend::Auto).err().expect("an error");
+        let err = attention_forward(
+            &x,
+            &w_in,
+            None,
+            &w_out,
+            None,
+            h,
+            g,
+            t,
+            Mode::Local,
+            Backend::Auto,
+        )
+        .err()
+        .expect("an error");
         assert!(err.to_string().contains(msg), "{err} should contain {msg}");
     }
     let x = Tensor::randn([1, 10, 8], opts);
     let bad_w = Tensor::randn([8, 24], opts);
-    let err = attention_forward(&x, &bad_w, None, &w_out, None, 2, 2, 2, Backend::Auto).err().expect("an error");
-    assert!(err.to_string().contains("`in_proj_weight` must have shape [24, 8]"), "{err}");
-    let needs = NeedsGrad { in_proj_weight: true, ..Default::default() };
+    let err = attention_forward(
+        &x,
+        &bad_w,
+        None,
+        &w_out,
+        None,
+        2,
+        2,
+        2,
+        Mode::Global,
+        Backend::Auto,
+    )
+    .err()
+    .expect("an error");
+    assert!(
+        err.to_string()
+            .contains("`in_proj_weight` must have shape [24, 8]"),
+        "{err}"
+    );
+    let needs = NeedsGrad {
+        in_proj_weight: true,
+        ..Default::default()
+    };
     let qkv = Tensor::randn([1, 10, 24], opts);
-    let err = attention_backward(&x, None, Some(&qkv), &w_in, None, &w_out, 2, 2, 2, needs, Backend::Auto).err().expect("an error");
+    let err = attention_backward(
+        &x,
+        None,
+        Some(&qkv),
+        &w_in,
+        None,
+        &w_out,
+        2,
+        2,
+        2,
+        Mode::GlobalLocal,
+        needs,
+        Backend::Auto,
+    )
+    .err()
+    .expect("an error");
     assert!(err.to_string().contains("needs the input `x`"), "{err}");
+}
+
+#[test]
+fn weight_gradients_only_when_asked_in_every_mode() {
+    let opts = (Kind::Float, Device::Cpu);
+    let x = Tensor::randn([1, 2 + 2 * 3, 8], opts);
+    let (w_in, w_out) = (Tensor::randn([24, 8], opts), Tensor::randn([8, 8], opts));
+    for mode in [Mode::Local, Mode::Global] {
+        let fwd =
+            attention_forward(&x, &w_in, None, &w_out, None, 2, 2, 2, mode, Backend::Auto).unwrap();
+        let needs = NeedsGrad {
+            x: true,
+            ..Default::default()
+        };
+        let g = attention_backward(
+            &fwd.out,
+            None,
+            Some(&fwd.qkv),
+            &w_in,
+            None,
+            &w_out,
+            2,
+            2,
+            2,
+            mode,
+            needs,
+            Backend::Auto,
+        )
+        .unwrap();
+        assert!(
+            g.x.is_some() && g.in_proj_weight.is_none() && g.out_proj_weight.is_none(),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn mode_names() {
+    for mode in [Mode::GlobalLocal, Mode::Local, Mode::Global] {
+        assert_eq!(Mode::parse(mode.name()).unwrap(), mode);
+    }
+    assert_eq!(Mode::default(), Mode::GlobalLocal);
+    let err = Mode::parse("joint").unwrap_err().to_string();
+    assert!(
+        err.contains("`mode`")
+            && err.contains("'global_local', 'local', 'global'")
+            && err.contains("joint"),
+        "{err}"
+    );
 }

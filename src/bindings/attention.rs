@@ -1,17 +1,24 @@
 //! Bindings of the fused global-local attention: conversion only.
 
 use super::errors::to_py;
-use crate::attention::{self, Backend, NeedsGrad};
+use crate::attention::{self, Backend, Mode, NeedsGrad};
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 
 type Forward = (PyTensor, PyTensor);
-type Grads = (Option<PyTensor>, Option<PyTensor>, Option<PyTensor>, Option<PyTensor>, Option<PyTensor>);
+type Grads = (
+    Option<PyTensor>,
+    Option<PyTensor>,
+    Option<PyTensor>,
+    Option<PyTensor>,
+    Option<PyTensor>,
+);
 
 /// Fused forward: returns (out, qkv), qkv the (batch, seq, 3*dim) projection.
+/// `mode` is "global_local", "local" or "global".
 #[pyfunction]
 #[pyo3(name = "attention_forward", signature = (
-    x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, backend
+    x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, mode, backend
 ))]
 #[allow(clippy::too_many_arguments)]
 fn py_attention_forward(
@@ -24,14 +31,24 @@ fn py_attention_forward(
     num_heads: i64,
     num_global: i64,
     num_frames: i64,
+    mode: &str,
     backend: &str,
 ) -> PyResult<Forward> {
+    let mode = Mode::parse(mode).map_err(to_py)?;
     let backend = Backend::parse(backend).map_err(to_py)?;
     let r = py
         .allow_threads(move || {
             attention::attention_forward(
-                &x, &in_proj_weight, in_proj_bias.as_deref(), &out_proj_weight, out_proj_bias.as_deref(),
-                num_heads, num_global, num_frames, backend,
+                &x,
+                &in_proj_weight,
+                in_proj_bias.as_deref(),
+                &out_proj_weight,
+                out_proj_bias.as_deref(),
+                num_heads,
+                num_global,
+                num_frames,
+                mode,
+                backend,
             )
         })
         .map_err(to_py)?;
@@ -42,7 +59,8 @@ fn py_attention_forward(
 /// out_proj_bias), None where `needs` is False.
 #[pyfunction]
 #[pyo3(name = "attention_backward", signature = (
-    grad_out, x, qkv, in_proj_weight, in_proj_bias, out_proj_weight, num_heads, num_global, num_frames, needs, backend
+    grad_out, x, qkv, in_proj_weight, in_proj_bias, out_proj_weight, num_heads, num_global, num_frames, mode, needs,
+    backend
 ))]
 #[allow(clippy::too_many_arguments)]
 fn py_attention_backward(
@@ -56,21 +74,45 @@ fn py_attention_backward(
     num_heads: i64,
     num_global: i64,
     num_frames: i64,
+    mode: &str,
     needs: (bool, bool, bool, bool, bool),
     backend: &str,
 ) -> PyResult<Grads> {
+    let mode = Mode::parse(mode).map_err(to_py)?;
     let backend = Backend::parse(backend).map_err(to_py)?;
-    let needs = NeedsGrad { x: needs.0, in_proj_weight: needs.1, in_proj_bias: needs.2, out_proj_weight: needs.3, out_proj_bias: needs.4 };
+    let needs = NeedsGrad {
+        x: needs.0,
+        in_proj_weight: needs.1,
+        in_proj_bias: needs.2,
+        out_proj_weight: needs.3,
+        out_proj_bias: needs.4,
+    };
     let g = py
         .allow_threads(move || {
             attention::attention_backward(
-                &grad_out, x.as_deref(), qkv.as_deref(), &in_proj_weight, in_proj_bias.as_deref(), &out_proj_weight,
-                num_heads, num_global, num_frames, needs, backend,
+                &grad_out,
+                x.as_deref(),
+                qkv.as_deref(),
+                &in_proj_weight,
+                in_proj_bias.as_deref(),
+                &out_proj_weight,
+                num_heads,
+                num_global,
+                num_frames,
+                mode,
+                needs,
+                backend,
             )
         })
         .map_err(to_py)?;
     let w = |t: Option<tch::Tensor>| t.map(PyTensor);
-    Ok((w(g.x), w(g.in_proj_weight), w(g.in_proj_bias), w(g.out_proj_weight), w(g.out_proj_bias)))
+    Ok((
+        w(g.x),
+        w(g.in_proj_weight),
+        w(g.in_proj_bias),
+        w(g.out_proj_weight),
+        w(g.out_proj_bias),
+    ))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
