@@ -206,7 +206,7 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
         bank_emb = encode_texts(model, list(query_bank), context_length=context_length,
                                 device=device, precision=precision, progress=progress,
                                 desc="query bank")
-    scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+    scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
     out = report_from_embeddings(text_emb, video_emb, c2v, bank_emb=bank_emb, dsl=dsl,
                                  logit_scale=scale)
     out["num_videos"] = int(video_emb.shape[0])

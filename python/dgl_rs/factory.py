@@ -21,7 +21,7 @@ from torch import nn
 from . import checkpoints as ckpt
 from .backbones import load_clip
 from .errors import UsageError
-from .methods import METHODS, OPTIONS, method_name, read_prompt_file
+from .methods import METHODS, method_name, read_prompt_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
@@ -53,12 +53,12 @@ def method_spec(name: str):
 def build_method(clip: nn.Module, method: str, num_frames: int = 12, **options: Any) -> nn.Module:
     """A method around ``clip`` (frozen, except for ``full-finetune``).
 
-    ``options`` are the DGL options (:data:`dgl_rs.methods.OPTIONS`) the method does not
+    ``options`` are the method class's options (its ``OPTIONS``) the method does not
     pin; passing a pinned one with another value is a ``ValueError`` naming it."""
     spec = method_spec(method)
-    unknown = sorted(set(options) - set(OPTIONS))
+    unknown = sorted(set(options) - set(spec.cls.OPTIONS))
     if unknown:
-        raise TypeError(f"build_method({method!r}): unknown option(s) {unknown}; options are {list(OPTIONS)}")
+        raise TypeError(f"build_method({method!r}): unknown option(s) {unknown}; options are {list(spec.cls.OPTIONS)}")
     for key, value in options.items():
         if key in spec.pinned and _normal(value) != _normal(spec.pinned[key]):
             raise ValueError(f"method {method!r} fixes `{key}` to {spec.pinned[key]!r}; got {value!r}")

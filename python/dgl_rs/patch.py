@@ -11,7 +11,7 @@ loudly here rather than computing something else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -94,11 +94,37 @@ def batch_first(transformer: nn.Module) -> bool:
     return getattr(transformer, "batch_first", True)
 
 
-def run_block(block: nn.Module, x: Tensor, first: bool, attn_mask: Optional[Tensor] = None) -> Tensor:
-    """One resblock on batch-first ``x`` whatever the transformer's layout."""
-    if first:
-        return block(x, attn_mask=attn_mask)
-    return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+def run_block(block: nn.Module, x: Tensor, first: bool, attn_mask: Optional[Tensor] = None,
+              post_attention: Optional[Callable[[Tensor], Tensor]] = None,
+              attention: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+    """One resblock on batch-first ``x`` whatever the transformer's layout.
+
+    ``post_attention`` maps the attention's output before it joins the residual stream
+    (where a Houlsby adapter sits); ``attention`` replaces the block's attention on the
+    normalised input (batch-first ``(B, S, D) -> (B, S, D)``). Without either this is the
+    block's own forward."""
+    if post_attention is None and attention is None:
+        if first:
+            return block(x, attn_mask=attn_mask)
+        return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    h = block.ln_1(x)
+    if attention is not None:
+        a = attention(h)
+    elif first:
+        a = block.attention(q_x=h, attn_mask=attn_mask)
+    else:
+        a = block.attention(q_x=h.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    if post_attention is not None:
+        a = post_attention(a)
+    x = x + block.ls_1(a)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def attention_weights(block: nn.Module) -> tuple:
+    """``(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads)`` of a
+    resblock's attention (an nn.MultiheadAttention or a GlobalLocalAttention)."""
+    a = block.attn
+    return a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias, a.num_heads
 
 
 def embed_frames(visual: nn.Module, images: Tensor) -> Tensor:
@@ -116,6 +142,11 @@ def project_visual(visual: nn.Module, tokens: Tensor) -> Tensor:
     """ln_post then proj of pooled tokens ``(..., D_v) -> (..., D_out)``."""
     x = visual.ln_post(tokens)
     return x @ visual.proj if visual.proj is not None else x
+
+
+def visual_output_width(visual: nn.Module) -> int:
+    """Width of :func:`project_visual`'s output (the joint embedding's)."""
+    return visual.proj.shape[1] if visual.proj is not None else visual.transformer.width
 
 
 def project_text(tower: TextTower, pooled: Tensor) -> Tensor:

@@ -54,10 +54,10 @@ def methods_main(args: argparse.Namespace) -> int:
         raise UsageError(f"--num-frames must be >= 1, got {args.num_frames}")
     clip, _, _ = load_backbone(args.model, "none")
     counts = trainable_counts(clip, args.num_frames)
-    print(f"{'method':<16} {'trainable':>12} {'paper (M)':>10}  description ({args.model}, T={args.num_frames})")
+    print(f"{'method':<24} {'trainable':>12} {'paper (M)':>10}  description ({args.model}, T={args.num_frames})")
     for name, spec in METHODS.items():
         paper = f"{spec.paper_params_m:.2f}" if spec.paper_params_m is not None else "-"
-        print(f"{name:<16} {counts[name]:>12,} {paper:>10}  {spec.summary}")
+        print(f"{name:<24} {counts[name]:>12,} {paper:>10}  {spec.summary}")
     return 0
 
 

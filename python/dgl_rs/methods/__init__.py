@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import Optional, Type
 
 from .dgl import ATTENTIONS, DGL, FORMAT, GENERATORS, POOLS, POSTFIX, method_name, read_prompt_file
+from .adapters import Adapters
 from .finetune import FullFinetune
+from .pooling import TemporalPooling
+from .vop import VoP
 
 _MEAN_POOLED = dict(num_global=0, pool="frame_cls_mean", attention="global_local")
 
@@ -33,11 +36,30 @@ class MethodSpec:
     paper_params_m: Optional[float] = None
 
 
+_VOP = dict(generator="independent", **_MEAN_POOLED)
+_VOP_DEFAULTS = dict(num_frame_prompts=8, num_text_prompts=(4, 4))
+
 METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("zero-shot", DGL, "frozen CLIP, mean of the frame embeddings (CLIP4Clip meanP, untrained)",
                pinned=dict(generator=None, **_MEAN_POOLED)),
     MethodSpec("full-finetune", FullFinetune, "CLIP4Clip meanP, every backbone parameter trained",
-               pinned=dict(generator=None, **_MEAN_POOLED), recipe=dict(lr=1e-7), paper_params_m=123.54),
+               pinned=dict(generator=None, temporal_layers=0, **_MEAN_POOLED), recipe=dict(lr=1e-7),
+               paper_params_m=123.54),
+    MethodSpec("full-finetune-seqtransf", FullFinetune, "CLIP4Clip seqTransf: every backbone parameter "
+               "trained, a 4-layer temporal transformer (from the text tower's first layers) residual to meanP",
+               pinned=dict(generator=None, **_MEAN_POOLED),
+               defaults=dict(temporal_layers=4, temporal_residual=True, temporal_init="text"), recipe=dict(lr=1e-7)),
+    MethodSpec("visual-text-adapter", Adapters, "Houlsby bottleneck adapters (368) after the attention of every "
+               "block of both towers, meanP",
+               pinned=dict(generator=None, visual_adapter="houlsby", **_MEAN_POOLED), paper_params_m=11.82),
+    MethodSpec("video-text-adapter", Adapters, "text: Houlsby adapters; visual: an ST-Adapter (depthwise 3x1x1 "
+               "conv over time) before every block, meanP",
+               pinned=dict(generator=None, visual_adapter="st", **_MEAN_POOLED), paper_params_m=11.94),
+    MethodSpec("efficient-prompt", TemporalPooling, "Efficient Prompt: text prompts around the caption in the "
+               "input layer only, frozen image tower, 2-layer temporal transformer, mean-pooled",
+               pinned=dict(generator="independent", num_frame_prompts=0, prompt_depth=1, **_MEAN_POOLED),
+               defaults=dict(num_text_prompts=(8, 8), temporal_layers=2, temporal_residual=False),
+               paper_params_m=6.35),
     MethodSpec("vpt", DGL, "VPT-deep: n visual prompts per layer after each frame's CLS, frames encoded "
                "alone, meanP; text tower untouched",
                pinned=dict(generator="independent", num_text_prompts=(0, 0), per_frame_prompts=False,
@@ -47,10 +69,24 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
                "learned table; frames encoded alone, meanP",
                pinned=dict(generator="transformer", **_MEAN_POOLED),
                defaults=dict(num_frame_prompts=4, num_text_prompts=(4, 4)), paper_params_m=9.57),
-    MethodSpec("vop", DGL, "basic VoP: deep visual prompts shared by all frames, deep text prefix and "
+    MethodSpec("vop", VoP, "basic VoP: deep visual prompts shared by all frames, deep text prefix and "
                "postfix prompts, each branch its own parameters, meanP",
-               pinned=dict(generator="independent", per_frame_prompts=False, **_MEAN_POOLED),
-               defaults=dict(num_frame_prompts=8, num_text_prompts=(4, 4))),
+               pinned=dict(per_frame_prompts=False, context_prompts=False, exchange_layers=None, **_VOP),
+               defaults=_VOP_DEFAULTS),
+    MethodSpec("vop-f", VoP, "VoP^F: position-specific video prompts (a set per frame position)",
+               pinned=dict(per_frame_prompts=True, context_prompts=False, exchange_layers=None, **_VOP),
+               defaults=_VOP_DEFAULTS),
+    MethodSpec("vop-c", VoP, "VoP^C: context-specific video prompts generated per layer from the frames' CLS "
+               "tokens", pinned=dict(per_frame_prompts=False, context_prompts=True, **_VOP),
+               defaults=_VOP_DEFAULTS),
+    MethodSpec("vop-p", VoP, "VoP^P: function-specific video prompts: in the upper half of the layers the "
+               "frames' prompts attend to each other", pinned=dict(per_frame_prompts=False, context_prompts=False,
+                                                                   **_VOP),
+               defaults=dict(exchange_layers="upper_half", **_VOP_DEFAULTS)),
+    MethodSpec("vop-fc", VoP, "VoP^F+C", pinned=dict(per_frame_prompts=True, context_prompts=True, **_VOP),
+               defaults=_VOP_DEFAULTS, paper_params_m=14.10),
+    MethodSpec("vop-fp", VoP, "VoP^F+P", pinned=dict(per_frame_prompts=True, context_prompts=False, **_VOP),
+               defaults=dict(exchange_layers="upper_half", **_VOP_DEFAULTS)),
     MethodSpec("dgl-linear", DGL, "DGL-Linear: global-local attention, frame prompts shared by all "
                "frames, text prompts linear maps of them",
                pinned=dict(generator="linear"), paper_params_m=0.83),
@@ -62,10 +98,5 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
                pinned=dict(generator="independent")),
 )}
 
-#: The options every DGL-family method accepts (its constructor's keyword arguments).
-OPTIONS = ("num_frames", "generator", "num_global", "num_frame_prompts", "num_text_prompts", "postfix",
-           "context_length", "pool", "attention", "linear_direction", "prompt_depth", "temporal_embedding",
-           "per_frame_prompts")
-
-__all__ = ["ATTENTIONS", "DGL", "FORMAT", "FullFinetune", "GENERATORS", "METHODS", "MethodSpec", "OPTIONS",
+__all__ = ["ATTENTIONS", "Adapters", "DGL", "TemporalPooling", "VoP", "FORMAT", "FullFinetune", "GENERATORS", "METHODS", "MethodSpec",
            "POOLS", "POSTFIX", "method_name", "read_prompt_file"]

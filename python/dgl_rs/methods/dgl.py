@@ -97,6 +97,11 @@ class DGL(nn.Module):
     ``num_text_prompts`` are ignored.
     """
 
+    #: The constructor's options (what ``config`` records and ``build_method`` accepts).
+    OPTIONS = ("num_frames", "generator", "num_global", "num_frame_prompts", "num_text_prompts", "postfix",
+               "context_length", "pool", "attention", "linear_direction", "prompt_depth", "temporal_embedding",
+               "per_frame_prompts")
+
     def __init__(
         self,
         clip_model: nn.Module,
@@ -362,31 +367,52 @@ class DGL(nn.Module):
     def _encode_video(self, frames: Tensor, frame_prompts: Optional[Tensor]) -> Tensor:
         b, t = frames.shape[:2]
         x = self._pack_video(frames, frame_prompts)
-        g, nf, d = self.num_global, self.num_frame_prompts, x.shape[-1]
-        L = (x.shape[1] - g) // t
-        self._attn = patch.apply_dgl(self._visual, g, t, self.attention)
+        L = (x.shape[1] - self.num_global) // t
+        self._attn = patch.apply_dgl(self._visual, self.num_global, t, self.attention)
         first = patch.batch_first(self._visual.transformer)
         for i, blk in enumerate(patch.blocks(self._visual.transformer)):
-            if 0 < i < self._prompt_layers and nf:
-                # Deep frame prompts: overwrite every frame's prompt slots with layer i's.
-                xf = x[:, g:].reshape(b, t, L, d)
-                fp = frame_prompts[i].to(x.dtype).unsqueeze(0).expand(b, -1, -1, -1)
-                xf = torch.cat([xf[:, :, :1], fp, xf[:, :, 1 + nf:]], dim=2).reshape(b, t * L, d)
-                x = torch.cat([x[:, :g], xf], dim=1)
-            x = patch.run_block(blk, x, first)
+            x = self._before_block(i, x, frame_prompts, b, t, L)
+            x = patch.run_block(blk, x, first, post_attention=self._post_attention("visual", i),
+                                attention=self._attention_override(i, b, t, L))
         return self._pool(x, b, t, L)
+
+    def _before_block(self, i: int, x: Tensor, frame_prompts: Optional[Tensor], b: int, t: int, L: int) -> Tensor:
+        """Deep frame prompts: before block i (0 < i < depth) every frame's prompt slots are
+        overwritten with layer i's (``(T, n_f, D)``, or ``(B, T, n_f, D)`` per video)."""
+        g, nf = self.num_global, self.num_frame_prompts
+        if not (0 < i < self._prompt_layers and nf):
+            return x
+        d = x.shape[-1]
+        xf = x[:, g:].reshape(b, t, L, d)
+        fp = frame_prompts[i].to(x.dtype)
+        fp = fp.expand(b, -1, -1, -1) if fp.dim() == 4 else fp.unsqueeze(0).expand(b, -1, -1, -1)
+        xf = torch.cat([xf[:, :, :1], fp, xf[:, :, 1 + nf:]], dim=2).reshape(b, t * L, d)
+        return torch.cat([x[:, :g], xf], dim=1)
+
+    def _post_attention(self, tower: str, i: int):
+        """What maps block i's attention output before the residual add (adapters)."""
+        return None
+
+    def _attention_override(self, i: int, b: int, t: int, L: int):
+        """Another attention for visual block i (None: the global-local op)."""
+        return None
 
     def _pool(self, x: Tensor, b: int, t: int, L: int) -> Tensor:
         """The video embedding from the last layer's packed sequence (Table 3a)."""
         visual, g = self._visual, self.num_global
         if self.pool == "global":
             return patch.project_visual(visual, x[:, 0])
-        tokens = []
-        if self.pool in ("global_mean", "global_local_mean"):
-            tokens.append(x[:, :g])
-        if self.pool in ("frame_cls_mean", "global_local_mean"):
+        if self.pool == "frame_cls_mean":
+            return self._pool_frames(patch.project_visual(visual, x[:, g:].reshape(b, t, L, -1)[:, :, 0]))
+        tokens = [x[:, :g]]
+        if self.pool == "global_local_mean":
             tokens.append(x[:, g:].reshape(b, t, L, -1)[:, :, 0])
         return F.normalize(patch.project_visual(visual, torch.cat(tokens, dim=1)), dim=-1).mean(dim=1)
+
+    def _pool_frames(self, frame_emb: Tensor) -> Tensor:
+        """``(B, T, D_out)`` frame embeddings -> the video's: CLIP4Clip's meanP (the mean of
+        the L2-normalised frame embeddings)."""
+        return F.normalize(frame_emb, dim=-1).mean(dim=1)
 
     # ---- text ------------------------------------------------------------------------
 
@@ -456,7 +482,7 @@ class DGL(nn.Module):
             if n_prompts and i < self._prompt_layers:
                 # Deep text prompts: (over)write the prompt slots with layer i's prompts.
                 x = x.scatter(1, prompt_idx, text_prompts[i].to(x.dtype).unsqueeze(0).expand(b, -1, -1))
-            x = patch.run_block(blk, x, first, attn_mask=mask)
+            x = patch.run_block(blk, x, first, attn_mask=mask, post_attention=self._post_attention("text", i))
         x = tower.ln_final(x)
         pooled = x[torch.arange(b, device=x.device), eot_pos]
         return patch.project_text(tower, pooled)
