@@ -331,8 +331,6 @@ def test_module_rejects_unsupported_calls():
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
     attn = GlobalLocalAttention.from_mha(mha, num_global=2, num_frames=2)
     x = torch.randn(1, 8, 8)
-    with pytest.raises(ValueError, match="need_weights"):
-        attn(x, x, x, need_weights=True)
     with pytest.raises(ValueError, match="attn_mask"):
         attn(x, x, x, attn_mask=torch.zeros(8, 8))
     with pytest.raises(ValueError, match="`key` must be None or the same tensor"):

@@ -24,8 +24,10 @@ def attention_forward(
     num_frames: int,
     mode: str,
     backend: str,
-) -> Tuple[Tensor, Tensor]:
-    """(out (B, S, D), qkv (B, S, 3D)); mode is "global_local", "local" or "global"."""
+    need_weights: bool = False,
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """(out (B, S, D), qkv (B, S, 3D), weights (B, H, G, S) or None); mode is "global_local",
+    "local" or "global"; weights are the global queries' probabilities, only with need_weights."""
 
 def attention_backward(
     grad_out: Tensor,

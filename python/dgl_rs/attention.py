@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, List, Optional
 
 from torch import Tensor, nn
 
@@ -20,6 +21,15 @@ class GlobalLocalAttention(nn.Module):
     ``(query, key, value, need_weights=False, attn_mask=None)`` and returns
     ``(out, None)``. So ``block.attn = GlobalLocalAttention.from_mha(block.attn, ...)``
     just works; ``to_mha()`` gives the original module back.
+
+    ``need_weights=True`` returns ``(out, weights)`` in ``nn.MultiheadAttention``'s
+    convention, for the G global queries only (the frame tokens' local probabilities
+    are never formed): ``(batch, G, G + frames * tokens)`` averaged over heads, or
+    ``(batch, heads, G, G + frames * tokens)`` with ``average_attn_weights=False``;
+    batch first whatever ``batch_first`` is, no gradient. What they mean in each
+    ``mode`` is in :func:`dgl_rs.global_local_attention` (``need_weights``).
+    :meth:`record_weights` keeps them from calls made by code that asks for none
+    (e.g. open_clip's resblock).
 
     The input is the packed video sequence ``(batch, G + frames * tokens, dim)``
     (``(seq, batch, dim)`` if the MHA is not batch-first). ``num_frames`` can be
@@ -75,6 +85,7 @@ class GlobalLocalAttention(nn.Module):
         self.in_proj_bias = mha.in_proj_bias
         self.out_proj = mha.out_proj
         self._mha = (mha,)  # a tuple keeps it out of the module tree
+        self._recorder: Optional[List[Tensor]] = None
 
     @classmethod
     def from_mha(
@@ -85,6 +96,19 @@ class GlobalLocalAttention(nn.Module):
         nn.Module.__init__(self)
         self._adopt(mha, num_global, num_frames, backend, recompute_qkv, mode)
         return self
+
+    @contextlib.contextmanager
+    def record_weights(self) -> Iterator[List[Tensor]]:
+        """``with attn.record_weights() as rec:``: every forward inside the block also
+        appends its global queries' probabilities ``(batch, heads, G, seq)`` (detached)
+        to the list ``rec``; the output is unchanged. Not re-entrant."""
+        if self._recorder is not None:
+            raise RuntimeError("GlobalLocalAttention.record_weights is already active on this module")
+        self._recorder = []
+        try:
+            yield self._recorder
+        finally:
+            self._recorder = None
 
     def to_mha(self) -> nn.MultiheadAttention:
         """The ``nn.MultiheadAttention`` these weights came from (same parameters)."""
@@ -99,10 +123,9 @@ class GlobalLocalAttention(nn.Module):
         attn_mask: Optional[Tensor] = None,
         key_padding_mask: Optional[Tensor] = None,
         num_frames: Optional[int] = None,
+        average_attn_weights: bool = True,
         **kwargs,
     ):
-        if need_weights:
-            raise ValueError("GlobalLocalAttention: `need_weights=True` is not supported (the fused kernels never form the weights)")
         if attn_mask is not None:
             raise ValueError("GlobalLocalAttention: `attn_mask` is not supported: the visual branch has no mask (DGL-SPEC 3)")
         if key_padding_mask is not None:
@@ -114,12 +137,18 @@ class GlobalLocalAttention(nn.Module):
             raise TypeError(f"GlobalLocalAttention got unexpected arguments {sorted(kwargs)}")
         frames = self.num_frames if num_frames is None else num_frames
         x = query if self.batch_first else query.transpose(0, 1)
+        weights = None
         out = global_local_attention(
             x, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias,
             self.num_heads, self.num_global, frames, mode=self.mode, backend=self.backend,
-            recompute_qkv=self.recompute_qkv,
+            recompute_qkv=self.recompute_qkv, need_weights=need_weights or self._recorder is not None,
         )
-        return (out if self.batch_first else out.transpose(0, 1)), None
+        if isinstance(out, tuple):
+            out, weights = out
+            if self._recorder is not None:
+                self._recorder.append(weights.detach())
+            weights = (weights.mean(dim=1) if average_attn_weights else weights) if need_weights else None
+        return (out if self.batch_first else out.transpose(0, 1)), weights
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, num_global={self.num_global}, "

@@ -37,6 +37,9 @@ pub struct ForwardOutput {
     pub out: Tensor,
     /// `(batch, seq, 3 * dim)`: the q/k/v projection of `x`.
     pub qkv: Tensor,
+    /// `(batch, heads, G, seq)`: the global queries' attention probabilities, only
+    /// from [`attention_forward_with_weights`].
+    pub weights: Option<Tensor>,
 }
 
 /// Gradients; `None` where not asked for.
@@ -73,6 +76,45 @@ pub fn attention_forward(
     mode: Mode,
     backend: Backend,
 ) -> Result<ForwardOutput> {
+    let w = (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias);
+    forward(x, w, num_heads, num_global, num_frames, mode, backend, false)
+}
+
+/// The fused forward that also returns the global queries' attention probabilities
+/// `(batch, heads, G, G + T*L)` (see `views::Attention::global_weights`; for mode
+/// `Local`, G's effective weights). Only the G rows are formed: the frame tokens'
+/// probabilities stay inside the kernels, and the output is the same as
+/// [`attention_forward`]'s.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_with_weights(
+    x: &Tensor,
+    in_proj_weight: &Tensor,
+    in_proj_bias: Option<&Tensor>,
+    out_proj_weight: &Tensor,
+    out_proj_bias: Option<&Tensor>,
+    num_heads: i64,
+    num_global: i64,
+    num_frames: i64,
+    mode: Mode,
+    backend: Backend,
+) -> Result<ForwardOutput> {
+    let w = (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias);
+    forward(x, w, num_heads, num_global, num_frames, mode, backend, true)
+}
+
+type Weights<'a> = (&'a Tensor, Option<&'a Tensor>, &'a Tensor, Option<&'a Tensor>);
+
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    x: &Tensor,
+    (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias): Weights<'_>,
+    num_heads: i64,
+    num_global: i64,
+    num_frames: i64,
+    mode: Mode,
+    backend: Backend,
+    need_weights: bool,
+) -> Result<ForwardOutput> {
     let d = check_inputs(
         x,
         in_proj_weight,
@@ -85,10 +127,17 @@ pub fn attention_forward(
     )?;
     let backend = backend.resolve(x.device(), x.kind(), d.head_dim)?;
     let qkv = x.f_linear(in_proj_weight, in_proj_bias)?;
+    let attention = Attention::compute(&qkv, &d, mode, backend)?;
+    let weights = if need_weights {
+        Some(attention.global_weights(&d)?)
+    } else {
+        None
+    };
     // The kernels' inputs and lse are dropped before out_proj.
-    let attn = Attention::compute(&qkv, &d, mode, backend)?.packed(&d)?;
+    let attn = attention.packed(&d)?;
+    drop(attention);
     let out = attn.f_linear(out_proj_weight, out_proj_bias)?;
-    Ok(ForwardOutput { out, qkv })
+    Ok(ForwardOutput { out, qkv, weights })
 }
 
 /// Sum over every dimension but the last: the gradient of a broadcast bias.

@@ -122,6 +122,17 @@ fn tokens(t: &Tensor) -> Result<i64> {
     t.size().get(2).copied().ok_or_else(|| DglError::shape("q/k", "(batch, heads, tokens, head_dim)", t.size()))
 }
 
+/// The attention probabilities `softmax(q k^T * scale)` of `(n, heads, m, head_dim)`
+/// queries on `(n, heads, s, head_dim)` keys: `(n, heads, m, s)`, computed in the
+/// accumulation dtype and returned in the dtype of `q`. Only for a few query rows
+/// (the global tokens'): it forms the `m x s` matrix.
+pub fn probabilities(q: &Tensor, k: &Tensor, scale: f64) -> Result<Tensor> {
+    let kind = q.kind();
+    let acc = acc_kind(kind);
+    let scores = q.f_to_kind(acc)?.f_matmul(&k.f_to_kind(acc)?.f_transpose(-2, -1)?)?.f_mul_scalar(scale)?;
+    Ok(scores.f_softmax(-1, acc)?.f_to_kind(kind)?)
+}
+
 /// The accumulation dtype: float32 for half types, the input dtype otherwise.
 fn acc_kind(kind: Kind) -> Kind {
     match kind {

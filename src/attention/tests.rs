@@ -408,3 +408,50 @@ fn mode_names() {
         "{err}"
     );
 }
+
+/// The global queries' weights, from their definition: per head, G's attention result is
+/// `weights @ v`, rows sum to 1, and for `GlobalLocal`/`Global` they are the plain softmax
+/// of G's scores over every key. Asking for them leaves the output unchanged.
+#[test]
+fn global_weights_match_reference_in_every_mode() {
+    let c = Case { b: 2, g: 3, t: 4, l: 5, h: 2, hd: 4 };
+    let opts = (Kind::Double, Device::Cpu);
+    let (dim, s) = (c.h * c.hd, c.g + c.t * c.l);
+    tch::manual_seed(1);
+    let x = Tensor::randn([c.b, s, dim], opts);
+    let w_in = Tensor::randn([3 * dim, dim], opts) / (dim as f64).sqrt();
+    let b_in = Tensor::randn([3 * dim], opts) * 0.1;
+    let eye = Tensor::eye(dim, opts);
+    let heads = |t: &Tensor| t.reshape([c.b, -1, c.h, c.hd]).transpose(1, 2);
+    let parts = x.linear(&w_in, Some(&b_in)).split(dim, -1);
+    let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+    for mode in [Mode::GlobalLocal, Mode::Local, Mode::Global] {
+        for backend in [Backend::Flash, Backend::Math] {
+            let args = (&x, &w_in, Some(&b_in), &eye, None, c.h, c.g, c.t, mode, backend);
+            let plain = attention_forward(args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7, args.8, args.9)
+                .unwrap();
+            let fwd = attention_forward_with_weights(
+                args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7, args.8, args.9,
+            )
+            .unwrap();
+            assert!(plain.weights.is_none());
+            let w = fwd.weights.unwrap();
+            assert_eq!(w.size(), vec![c.b, c.h, c.g, s], "{mode:?}");
+            assert!(fwd.out.equal(&plain.out), "{mode:?}: output changed");
+            let ones = Tensor::ones([c.b, c.h, c.g], opts);
+            assert!(w.sum_dim_intlist([-1i64].as_slice(), false, Kind::Double).allclose(&ones, 1e-12, 1e-12, false));
+            // weights @ v is G's attention result (out_proj is the identity here).
+            let g_out = heads(&fwd.out.narrow(1, 0, c.g));
+            assert!(w.matmul(&v).allclose(&g_out, 1e-10, 1e-10, false), "{mode:?}: weights @ v");
+            if mode != Mode::Local {
+                let scores = q.narrow(2, 0, c.g).matmul(&k.transpose(-2, -1)) / (c.hd as f64).sqrt();
+                assert!(w.allclose(&scores.softmax(-1, Kind::Double), 1e-12, 1e-12, false), "{mode:?}");
+            }
+        }
+    }
+    // No global tokens: an empty (batch, heads, 0, seq).
+    let x0 = x.narrow(1, c.g, c.t * c.l);
+    let fwd = attention_forward_with_weights(&x0, &w_in, None, &eye, None, c.h, 0, c.t, Mode::GlobalLocal, Backend::Auto)
+        .unwrap();
+    assert_eq!(fwd.weights.unwrap().size(), vec![c.b, c.h, 0, c.t * c.l]);
+}

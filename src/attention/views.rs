@@ -202,6 +202,45 @@ impl Attention {
         }
     }
 
+    /// The attention probabilities of the G global queries over the packed sequence,
+    /// `(batch, heads, G, seq)`, rows summing to 1: per head, the global tokens'
+    /// attention result is exactly `weights @ v`. Only the G query rows are formed
+    /// (the frame tokens' local probabilities never are).
+    ///
+    /// - `GlobalLocal` and `Global`: the G queries' softmax over every key.
+    /// - `Local`: G attends within each `[G ; frame_t]` and takes the mean of its T
+    ///   results, so its effective weights are the mean over frames of its
+    ///   probabilities on the G keys, and `1/T` of frame t's probabilities on that
+    ///   frame's tokens.
+    pub(super) fn global_weights(&self, d: &Dims) -> Result<Tensor> {
+        let rows = |p: &Part| -> Result<Tensor> {
+            sdpa::probabilities(&p.q.f_narrow(2, 0, d.num_global)?, &p.k, d.scale())
+        };
+        match self {
+            Attention::GlobalLocal { global: Some(g), .. } => rows(g),
+            Attention::Global(p) => rows(p),
+            Attention::Local(p) if d.num_global > 0 => local_weights(&rows(p)?, d),
+            _ => Ok(Tensor::f_zeros(
+                [d.batch, d.heads, 0, d.seq()].as_slice(),
+                (self.kind(), self.device()),
+            )?),
+        }
+    }
+
+    fn kind(&self) -> tch::Kind {
+        match self {
+            Attention::GlobalLocal { local, .. } => local.q.kind(),
+            Attention::Local(p) | Attention::Global(p) => p.q.kind(),
+        }
+    }
+
+    fn device(&self) -> tch::Device {
+        match self {
+            Attention::GlobalLocal { local, .. } => local.q.device(),
+            Attention::Local(p) | Attention::Global(p) => p.q.device(),
+        }
+    }
+
     /// The gradient of the projection `(batch, seq, 3 * dim)` from that of `packed`.
     pub(super) fn qkv_grad(&self, grad: &Tensor, d: &Dims, backend: Backend) -> Result<Tensor> {
         let grad = split_heads(grad, d)?;
@@ -273,4 +312,18 @@ fn local_grad(p: &Part, grad: &Tensor, d: &Dims, backend: Backend) -> Result<Ten
     let (dq, dk, dv) = p.backward(&per_frame(&grad, d)?, d, backend)?;
     let back = |t: &Tensor| from_per_frame(t, d, Reduce::Sum);
     stack_qkv(back(&dq)?, back(&dk)?, back(&dv)?, d)
+}
+
+/// Mode `Local`: G's per-frame probabilities `(batch*frames, heads, G, G + tokens)` ->
+/// its effective weights over the packed sequence `(batch, heads, G, seq)`.
+fn local_weights(p: &Tensor, d: &Dims) -> Result<Tensor> {
+    let (g, l, t) = (d.num_global, d.tokens, d.frames);
+    let p = p.f_reshape([d.batch, t, d.heads, g, g + l].as_slice())?;
+    let on_g = p.f_narrow(4, 0, g)?.f_mean_dim([1i64].as_slice(), false, p.kind())?;
+    let on_frames = p
+        .f_narrow(4, g, l)?
+        .f_div_scalar(t as f64)?
+        .f_permute([0i64, 2, 3, 1, 4].as_slice())?
+        .f_reshape([d.batch, d.heads, g, t * l].as_slice())?;
+    Ok(Tensor::f_cat(&[on_g, on_frames], 3)?)
 }

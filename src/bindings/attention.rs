@@ -5,7 +5,7 @@ use crate::attention::{self, Backend, Mode, NeedsGrad};
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 
-type Forward = (PyTensor, PyTensor);
+type Forward = (PyTensor, PyTensor, Option<PyTensor>);
 type Grads = (
     Option<PyTensor>,
     Option<PyTensor>,
@@ -14,11 +14,13 @@ type Grads = (
     Option<PyTensor>,
 );
 
-/// Fused forward: returns (out, qkv), qkv the (batch, seq, 3*dim) projection.
-/// `mode` is "global_local", "local" or "global".
+/// Fused forward: returns (out, qkv, weights), qkv the (batch, seq, 3*dim) projection,
+/// weights the global queries' probabilities (batch, heads, G, seq) when `need_weights`
+/// (else None). `mode` is "global_local", "local" or "global".
 #[pyfunction]
 #[pyo3(name = "attention_forward", signature = (
-    x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, mode, backend
+    x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, mode, backend,
+    need_weights=false
 ))]
 #[allow(clippy::too_many_arguments)]
 fn py_attention_forward(
@@ -33,12 +35,18 @@ fn py_attention_forward(
     num_frames: i64,
     mode: &str,
     backend: &str,
+    need_weights: bool,
 ) -> PyResult<Forward> {
     let mode = Mode::parse(mode).map_err(to_py)?;
     let backend = Backend::parse(backend).map_err(to_py)?;
+    let forward = if need_weights {
+        attention::attention_forward_with_weights
+    } else {
+        attention::attention_forward
+    };
     let r = py
         .allow_threads(move || {
-            attention::attention_forward(
+            forward(
                 &x,
                 &in_proj_weight,
                 in_proj_bias.as_deref(),
@@ -52,7 +60,7 @@ fn py_attention_forward(
             )
         })
         .map_err(to_py)?;
-    Ok((PyTensor(r.out), PyTensor(r.qkv)))
+    Ok((PyTensor(r.out), PyTensor(r.qkv), r.weights.map(PyTensor)))
 }
 
 /// Explicit backward: gradients of (x, in_proj_weight, in_proj_bias, out_proj_weight,

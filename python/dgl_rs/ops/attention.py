@@ -31,31 +31,37 @@ class GlobalLocalAttentionFunction(torch.autograd.Function):
     the attention output nor a score matrix is kept. With ``recompute_qkv=True`` only
     ``x`` is saved and the projection is recomputed too (a third of the memory, one
     more matmul). The weights are the module's own tensors (saving them costs nothing).
+
+    With ``need_weights`` it returns ``(out, weights)``, ``weights`` the global queries'
+    attention probabilities (non-differentiable: no gradient flows through them).
     """
 
     @staticmethod
     def forward(ctx, x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames,
-                mode, backend, recompute_qkv):
-        out, qkv = _native.attention_forward(
+                mode, backend, recompute_qkv, need_weights=False):
+        out, qkv, weights = _native.attention_forward(
             x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
-            num_heads, num_global, num_frames, mode, backend,
+            num_heads, num_global, num_frames, mode, backend, need_weights,
         )
         keep_x = recompute_qkv or ctx.needs_input_grad[1]
         ctx.save_for_backward(x if keep_x else None, None if recompute_qkv else qkv, in_proj_weight, in_proj_bias,
                               out_proj_weight)
         ctx.config = (num_heads, num_global, num_frames, mode, backend)
+        if need_weights:
+            ctx.mark_non_differentiable(weights)
+            return out, weights
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, *_weights_grad):
         x, qkv, w_in, b_in, w_out = ctx.saved_tensors
         num_heads, num_global, num_frames, mode, backend = ctx.config
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:5])
         grads = _native.attention_backward(
             grad_out.contiguous(), x, qkv, w_in, b_in, w_out, num_heads, num_global, num_frames, mode, needs, backend,
         )
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def global_local_attention(
@@ -71,7 +77,8 @@ def global_local_attention(
     mode: str = "global_local",
     backend: str = "auto",
     recompute_qkv: bool = False,
-) -> Tensor:
+    need_weights: bool = False,
+):
     """Fused global-local video attention (DGL-SPEC section 3).
 
     Args:
@@ -104,9 +111,19 @@ def global_local_attention(
             ``"efficient"`` or ``"math"``.
         recompute_qkv: save only ``x`` for backward and recompute the projection there
             (smallest memory) instead of saving q/k/v (default: faster).
+        need_weights: also return the global queries' attention probabilities
+            ``(batch, heads, G, G + frames * tokens)``, per head, rows summing to 1,
+            such that the G tokens' attention result (before ``out_proj``) is exactly
+            ``weights @ v``. Only those G rows are formed (cheap; the frame tokens'
+            local probabilities never are) and the output is unchanged. Per mode:
+            ``"global_local"`` and ``"global"``: G's softmax over every token;
+            ``"local"``: G's effective weights, i.e. the mean over frames of its
+            probabilities on the G tokens, and ``1/T`` of frame t's probabilities on
+            frame t's tokens. In the dtype of ``x``; no gradient flows through them.
 
     Returns:
-        ``(batch, G + frames * tokens, dim)``, same dtype and device as ``x``.
+        ``(batch, G + frames * tokens, dim)``, same dtype and device as ``x``; with
+        ``need_weights``, ``(out, weights)``.
 
     Under autocast the inputs are cast to the autocast dtype; gradients flow back
     through the cast. The explicit backward computes weight gradients only for
@@ -127,9 +144,9 @@ def global_local_attention(
         with torch.autocast(device_type, enabled=False):
             return GlobalLocalAttentionFunction.apply(
                 cast(x), cast(in_proj_weight), cast(in_proj_bias), cast(out_proj_weight), cast(out_proj_bias),
-                num_heads, num_global, num_frames, mode, backend, recompute_qkv,
+                num_heads, num_global, num_frames, mode, backend, recompute_qkv, bool(need_weights),
             )
     return GlobalLocalAttentionFunction.apply(
         x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, mode,
-        backend, recompute_qkv,
+        backend, recompute_qkv, bool(need_weights),
     )
