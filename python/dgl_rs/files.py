@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from .errors import UsageError
+
 PathLike = Union[str, "os.PathLike[str]"]
 TMP_SUFFIX = ".tmp"
 
@@ -77,17 +79,43 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def is_temp(path: Path) -> bool:
+    """True for a temp file of :func:`atomic_write` (``.NAME.XXXX.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file()
+
+
 def remove_stale_temps(folder: PathLike) -> list[Path]:
     """Delete the temp files an interrupted :func:`atomic_write` left in ``folder``
     (``.NAME.XXXX.tmp``); returns what was removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir()
-             if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file()]
+    stale = [p for p in folder.iterdir() if is_temp(p)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def read_text(path: PathLike) -> str:
+    """The UTF-8 text of ``path``; bytes that are not UTF-8 are a :class:`UsageError`
+    naming the file and line (a BOM is dropped)."""
+    data = Path(path).read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                         f"{exc.start}); save the file as UTF-8") from None
+
+
+def read_json(path: PathLike):
+    """The JSON document in ``path``; malformed JSON is a :class:`UsageError` naming the
+    file, line and column."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
 
 
 _ST_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",

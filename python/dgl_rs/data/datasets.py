@@ -21,6 +21,7 @@ reports how many it dropped in the batch (``batch["num_skipped"]``), and
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -32,6 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import UsageError
+from ..files import read_json, read_text
 from .video import PathLike, VideoDecodeError, VideoTransform, decode_frames
 
 log = logging.getLogger("dgl_rs.data")
@@ -127,9 +130,78 @@ def _locate(root: PathLike, anno_dir: Optional[PathLike], video_dir: Optional[Pa
     return root, anno, videos
 
 
+# ----------------------------------------------------------------------- parsing
+# A malformed annotation file is a UsageError naming the file (and line): the CLI prints
+# it as one line; the library raises it as a ValueError subclass.
+def _string(value: Any, where: str, key: str) -> str:
+    """``value`` stripped; null, a number or a list where text belongs is an error."""
+    if not isinstance(value, str):
+        raise UsageError(f"{where}: {key!r} must be a string, got {json.dumps(value)[:60]}")
+    return value.strip()
+
+
+def _field(obj: Any, key: str, where: str) -> Any:
+    """``obj[key]`` of a JSON object, with an error naming ``where`` when it is missing."""
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: expected a JSON object, got {json.dumps(obj)[:60]}")
+    if key not in obj:
+        raise UsageError(f"{where}: no {key!r} key (keys: {sorted(obj)[:8]})")
+    return obj[key]
+
+
+def _strings(value: Any, where: str, key: str) -> list[str]:
+    """A JSON list of strings, stripped, blanks dropped."""
+    if not isinstance(value, list):
+        raise UsageError(f"{where}: {key!r} must be a list of strings, got {json.dumps(value)[:60]}")
+    return [s for s in (_string(v, where, key) for v in value) if s]
+
+
+def _csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header holding ``columns``; a row too short to have
+    a value for each of them is an error naming its line."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    rows = []
+    try:
+        if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+            raise UsageError(f"{path}: expected a CSV header with columns {', '.join(columns)}, "
+                             f"got {reader.fieldnames}")
+        for row in reader:
+            missing = [c for c in columns if row.get(c) is None]
+            if missing:
+                raise UsageError(f"{path}:{reader.line_num}: no {missing[0]!r} value (the row "
+                                 f"has fewer fields than the header)")
+            rows.append(row)
+    except csv.Error as exc:
+        raise UsageError(f"{path}:{reader.line_num}: not a valid CSV row ({exc})") from None
+    return rows
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    """``("path:line", object)`` for every non-blank line of a JSONL file."""
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{lineno}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
 # ----------------------------------------------------------------------- readers
 MSRVTT_SPLITS = {"train": "MSRVTT_train.9k.csv", "train9k": "MSRVTT_train.9k.csv",
                  "train7k": "MSRVTT_train.7k.csv", "test": "MSRVTT_JSFUSION_test.csv"}
+
+
+def _msrvtt_captions(json_path: Path) -> dict[str, list[str]]:
+    sentences = _field(read_json(json_path), "sentences", str(json_path))
+    if not isinstance(sentences, list):
+        raise UsageError(f"{json_path}: 'sentences' must be a list of {{video_id, caption}}")
+    by_video: dict[str, list[str]] = {}
+    for i, s in enumerate(sentences):
+        where = f"{json_path}: sentences[{i}]"
+        vid = _string(_field(s, "video_id", where), where, "video_id")
+        by_video.setdefault(vid, []).append(_string(_field(s, "caption", where), where, "caption"))
+    return by_video
 
 
 def read_msrvtt(root: PathLike, split: str = "train", *, anno_dir: Optional[PathLike] = None,
@@ -151,33 +223,22 @@ def read_msrvtt(root: PathLike, split: str = "train", *, anno_dir: Optional[Path
     _, anno, videos = _locate(root, anno_dir, video_dir, "MSR-VTT")
     csv_path = _require_file(anno / MSRVTT_SPLITS[split],
                              f"MSR-VTT {split} split file {MSRVTT_SPLITS[split]}")
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if rows and "video_id" not in rows[0]:
-        raise ValueError(f"{csv_path}: expected a 'video_id' column, got {list(rows[0])}")
+    rows = _csv_rows(csv_path, ("video_id", "sentence") if split == "test" else ("video_id",))
     find = _VideoFinder(videos)
     records, found = [], []
     if split == "test":
-        if rows and "sentence" not in rows[0]:
-            raise ValueError(f"{csv_path}: expected a 'sentence' column, got {list(rows[0])}")
         for row in rows:
             path, ok = find(row["video_id"])
             records.append(VideoRecord(path, (row["sentence"].strip(),), row["video_id"]))
             found.append(ok)
         return _finish(records, found, "MSR-VTT test", drop_missing)
     json_path = _require_file(anno / "MSRVTT_data.json", "MSR-VTT captions MSRVTT_data.json")
-    with open(json_path, encoding="utf-8") as f:
-        data = json.load(f)
-    if "sentences" not in data:
-        raise ValueError(f"{json_path}: expected a 'sentences' list")
-    by_video: dict[str, list[str]] = {}
-    for s in data["sentences"]:
-        by_video.setdefault(s["video_id"], []).append(s["caption"].strip())
+    by_video = _msrvtt_captions(json_path)
     for row in rows:
         vid = row["video_id"]
         caps = by_video.get(vid)
         if not caps:
-            raise ValueError(f"{json_path}: no captions for train video {vid!r}")
+            raise UsageError(f"{json_path}: no captions for train video {vid!r}")
         path, ok = find(vid)
         records.append(VideoRecord(path, tuple(caps), vid))
         found.append(ok)
@@ -206,26 +267,25 @@ def read_vatex(root: PathLike, split: str = "train", *, anno_dir: Optional[PathL
     _, anno, videos = _locate(root, anno_dir, video_dir, "VATEX")
     path = Path(annotation_file) if annotation_file else anno / VATEX_FILES[split]
     _require_file(path, f"VATEX {split} annotation file")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(path)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a json list of {{'videoID', 'enCap'}}")
+        raise UsageError(f"{path}: expected a json list of {{'videoID', 'enCap'}}")
     keep = None
     list_path = Path(id_list) if id_list else anno / f"{split}_list.txt"
     if id_list:
         _require_file(list_path, "VATEX video id list")
     if list_path.is_file():
-        keep = {line.strip() for line in list_path.read_text(encoding="utf-8").splitlines()
-                if line.strip()}
+        keep = {line.strip() for line in read_text(list_path).splitlines() if line.strip()}
     find = _VideoFinder(videos)
     records, found = [], []
-    for item in data:
-        vid = item["videoID"]
+    for i, item in enumerate(data):
+        where = f"{path}: item {i}"
+        vid = _string(_field(item, "videoID", where), where, "videoID")
         if keep is not None and vid not in keep:
             continue
-        caps = tuple(c.strip() for c in item.get("enCap", []) if c.strip())
+        caps = tuple(_strings(item.get("enCap", []), where, "enCap"))
         if not caps:
-            raise ValueError(f"{path}: video {vid!r} has no English captions ('enCap')")
+            raise UsageError(f"{path}: video {vid!r} has no English captions ('enCap')")
         p, ok = find(vid)
         records.append(VideoRecord(p, caps, vid))
         found.append(ok)
@@ -251,16 +311,15 @@ def read_lsmdc(root: PathLike, split: str = "train", *, anno_dir: Optional[PathL
     _, anno, videos = _locate(root, anno_dir, video_dir, "LSMDC")
     path = _require_file(anno / LSMDC_FILES[split], f"LSMDC {split} file {LSMDC_FILES[split]}")
     by_clip: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 2:
-                raise ValueError(f"{path}:{lineno}: expected tab-separated "
-                                 f"'clip_id ... sentence', got {line[:80]!r}")
-            by_clip.setdefault(fields[0].strip(), []).append(fields[-1].strip())
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise UsageError(f"{path}:{lineno}: expected tab-separated "
+                             f"'clip_id ... sentence', got {line[:80]!r}")
+        by_clip.setdefault(fields[0].strip(), []).append(fields[-1].strip())
     find = _VideoFinder(videos, ext=".avi")
     records, found = [], []
     for clip_id, caps in by_clip.items():
@@ -290,10 +349,9 @@ def read_activitynet(root: PathLike, split: str = "train", *,
     _, anno, videos = _locate(root, anno_dir, video_dir, "ActivityNet")
     path = _require_file(anno / ACTIVITYNET_FILES[split],
                          f"ActivityNet {split} file {ACTIVITYNET_FILES[split]}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a json object {{video_id: {{'sentences': ...}}}}")
+        raise UsageError(f"{path}: expected a json object {{video_id: {{'sentences': ...}}}}")
 
     def aliases(vid: str) -> list:
         bare = vid[2:] if vid.startswith("v_") else vid
@@ -302,13 +360,40 @@ def read_activitynet(root: PathLike, split: str = "train", *,
     find = _VideoFinder(videos, aliases=aliases)
     records, found = [], []
     for vid, item in data.items():
-        sentences = [s.strip() for s in item.get("sentences", []) if s.strip()]
+        where = f"{path}: video {vid!r}"
+        sentences = _strings(_field(item, "sentences", where), where, "sentences")
         if not sentences:
-            raise ValueError(f"{path}: video {vid!r} has no sentences")
+            raise UsageError(f"{path}: video {vid!r} has no sentences")
         p, ok = find(vid)
         records.append(VideoRecord(p, (" ".join(sentences),), vid))
         found.append(ok)
     return _finish(records, found, f"ActivityNet {split}", drop_missing)
+
+
+def _caption_file(root: Path, annotations: Optional[PathLike]) -> Path:
+    """The folder's caption file: ``annotations`` (relative to ``root`` if not found as
+    given), else ``root/captions.csv`` or ``root/captions.jsonl``."""
+    if annotations is None:
+        candidates = [root / "captions.csv", root / "captions.jsonl"]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"no caption file in {str(root)!r}: expected captions.csv "
+                                    "(columns video,caption) or captions.jsonl, or pass "
+                                    "annotations=...")
+        return path
+    path = Path(annotations)
+    if not path.is_absolute() and not path.is_file() and (root / path).is_file():
+        path = root / path
+    return _require_file(path, "caption file (CSV video,caption or JSONL)")
+
+
+def _caption_pairs(path: Path) -> list[tuple[str, str]]:
+    """``(video, caption)`` of every row of a CSV (header video,caption) or JSONL file."""
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        return [(row["video"], row["caption"]) for row in _csv_rows(path, ("video", "caption"))]
+    return [(_string(_field(obj, "video", where), where, "video"),
+             _string(_field(obj, "caption", where), where, "caption"))
+            for where, obj in _jsonl(path)]
 
 
 def read_folder(root: PathLike, annotations: Optional[PathLike] = None, *,
@@ -319,41 +404,15 @@ def read_folder(root: PathLike, annotations: Optional[PathLike] = None, *,
     ``annotations`` is a CSV with a header containing ``video,caption`` or a JSONL file
     of ``{"video": ..., "caption": ...}`` objects (default: ``root/captions.csv``, else
     ``root/captions.jsonl``). ``video`` is a path relative to ``video_dir`` (default
-    ``root``) or absolute; several rows for one video give it several captions.
+    ``root``) or absolute; several rows for one video give it several captions. A
+    malformed file (bad UTF-8, a bad JSON line, a short CSV row, a caption that is not a
+    string) is a :class:`~dgl_rs.errors.UsageError` naming the file and line.
     """
     root = _require_dir(root, "video folder")
     videos = _require_dir(video_dir, "video directory") if video_dir else root
-    if annotations is None:
-        candidates = [root / "captions.csv", root / "captions.jsonl"]
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None:
-            raise FileNotFoundError(f"no caption file in {str(root)!r}: expected captions.csv "
-                                    "(columns video,caption) or captions.jsonl, or pass "
-                                    "annotations=...")
-    else:
-        path = Path(annotations)
-        if not path.is_absolute() and not path.is_file() and (root / path).is_file():
-            path = root / path
-        _require_file(path, "caption file (CSV video,caption or JSONL)")
-    pairs: list[tuple[str, str]] = []
-    if path.suffix.lower() in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                obj = json.loads(line)
-                if "video" not in obj or "caption" not in obj:
-                    raise ValueError(f"{path}:{lineno}: expected keys 'video' and 'caption'")
-                pairs.append((str(obj["video"]), str(obj["caption"])))
-    else:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not {"video", "caption"} <= set(reader.fieldnames):
-                raise ValueError(f"{path}: expected a CSV header with columns 'video' and "
-                                 f"'caption', got {reader.fieldnames}")
-            pairs = [(row["video"], row["caption"]) for row in reader]
+    path = _caption_file(root, annotations)
     by_video: dict[str, list[str]] = {}
-    for video, caption in pairs:
+    for video, caption in _caption_pairs(path):
         if caption.strip():
             by_video.setdefault(video.strip(), []).append(caption.strip())
     records, found = [], []

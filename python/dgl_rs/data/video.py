@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import VideoDecodeError
+from ..errors import UsageError, VideoDecodeError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -54,10 +54,18 @@ def sample_indices(num_total: int, num_frames: int, train: bool = False,
     return np.minimum(np.where(empty, centres, picked), num_total - 1)
 
 
-def _open(path: str):
-    import av
+def _av():
+    """PyAV (imported on first use: slow to import), or a one-line error naming it."""
+    try:
+        import av
+    except ImportError as exc:
+        raise UsageError(f"reading and writing videos needs PyAV, a dependency of dgl-rs: "
+                         f"pip install av ({exc})") from exc
+    return av
 
-    return av.open(path, mode="r", metadata_errors="ignore")
+
+def _open(path: str):
+    return _av().open(path, mode="r", metadata_errors="ignore")
 
 
 def _count_frames(container, stream) -> int:
@@ -77,8 +85,7 @@ def _decode_picked(path: str, wanted: np.ndarray) -> tuple[list, int]:
     first frame ends the pass like the end of the file would (a damaged tail); an error
     before any frame decodes propagates.
     """
-    import av
-
+    av = _av()
     last = int(wanted.max())
     want = set(int(w) for w in wanted)
     got: dict[int, np.ndarray] = {}
@@ -118,8 +125,7 @@ def decode_frames(path: PathLike, num_frames: int, train: bool = False,
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if not os.path.isfile(path):
         raise VideoDecodeError(path, "file not found")
-    import av
-
+    av = _av()
     try:
         with _open(path) as container:
             if not container.streams.video:
@@ -155,8 +161,7 @@ def write_video(path: PathLike, frames: Union[torch.Tensor, np.ndarray], fps: in
 
     Returns the path. Used for tests, the synthetic benchmark and the demo.
     """
-    import av
-
+    av = _av()
     path = os.fspath(path)
     arr = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
