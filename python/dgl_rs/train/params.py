@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -211,25 +212,41 @@ def method_options(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
+#: The range of every number flag: (field, lowest, lowest allowed?, highest (excluded) or
+#: None). NaN and inf are never allowed.
+BOUNDS = (
+    *((key, 1, True, None) for key in ("epochs", "batch_size", "num_frames", "context_length",
+                                       "eval_batch_size", "log_every", "prompt_depth",
+                                       "synthetic_videos", "synthetic_eval_videos")),
+    *((key, 0, True, None) for key in ("workers", "train_limit", "eval_limit", "save_every",
+                                       "keep_checkpoints", "eval_every", "num_global",
+                                       "num_frame_prompts", "num_text_prompts", "grad_clip",
+                                       "wd", "warmup")),
+    ("lr", 0, False, None), ("eps", 0, False, None), ("beta1", 0, True, 1), ("beta2", 0, True, 1),
+)
+
+
+def _in_range(value, low, closed: bool, high) -> bool:
+    return (math.isfinite(value) and (value >= low if closed else value > low)
+            and (high is None or value < high))
+
+
+def check_bounds(cfg, fields: Optional[Sequence[str]] = None) -> None:
+    """Every number flag (of ``fields``, default all) finite and in its range
+    (:data:`BOUNDS`), else a :class:`UsageError` naming the flag."""
+    for key, low, closed, high in BOUNDS:
+        value = getattr(cfg, key, None)
+        if value is None or (fields is not None and key not in fields):
+            continue
+        values = value if isinstance(value, (tuple, list)) else [value]
+        if not all(_in_range(v, low, closed, high) for v in values):
+            wanted = f"{'>=' if closed else '>'} {low}" + (f" and < {high}" if high is not None else "")
+            shown = " ".join(map(str, values))
+            raise UsageError(f"--{key.replace('_', '-')} must be finite and {wanted}, got {shown}")
+
+
 def validate(cfg: TrainConfig) -> None:
-    positive = ["epochs", "batch_size", "num_frames", "context_length", "eval_batch_size",
-                "log_every"]
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(cfg, key)}")
-    nonneg = ["workers", "train_limit", "eval_limit",
-              "save_every", "keep_checkpoints", "eval_every", "grad_clip", "wd", "warmup"]
-    for key in nonneg:
-        if getattr(cfg, key) < 0:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(cfg, key)}")
-    for key in ("num_global", "num_frame_prompts", "prompt_depth"):
-        value = getattr(cfg, key)
-        if value is not None and value < (1 if key == "prompt_depth" else 0):
-            raise UsageError(f"--{key.replace('_', '-')} must be >= {1 if key == 'prompt_depth' else 0}, got {value}")
-    if cfg.num_text_prompts is not None and min(cfg.num_text_prompts) < 0:
-        raise UsageError(f"--num-text-prompts must be >= 0, got {cfg.num_text_prompts}")
-    if not cfg.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {cfg.lr}")
+    check_bounds(cfg)
     check_data_root(cfg)
     if cfg.resume == "latest" and not cfg.name:
         raise UsageError("--resume latest needs --name (the run to continue)")

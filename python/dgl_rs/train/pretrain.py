@@ -35,6 +35,7 @@ from ..backbones import SYNTHETIC_TINY, load_clip
 from ..data import VideoTransform, sample_stills
 from ..files import atomic_write, atomic_write_text
 from ..losses import symmetric_infonce
+from .distributed import resolve_device
 from .optim import param_groups
 from .scheduler import warmup_cosine_lr
 
@@ -64,6 +65,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace --out and its .json if they exist")
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "pool_size", "threads"):
         if getattr(args, name) < 1:
@@ -72,8 +74,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--eval-samples must be >= 0")
     if not 0 <= args.warmup < 1:
         p.error("--warmup must be in [0, 1)")
+    if not (math.isfinite(args.lr) and args.lr > 0) or not (math.isfinite(args.wd) and args.wd >= 0):
+        p.error("--lr must be finite and > 0, --wd finite and >= 0")
     if not str(args.out).endswith(".safetensors"):
         p.error("--out must end with .safetensors")
+    existing = [f for f in (Path(args.out), Path(args.out).with_suffix(".json")) if f.exists()]
+    if existing and not args.overwrite:
+        p.error(f"--out: {existing[0]} exists; pass --overwrite to replace it")
     return args
 
 
@@ -165,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     t0 = time.time()
     model, pp, tokenizer = load_clip(SYNTHETIC_TINY, None, device=device)
     model.train()
