@@ -18,6 +18,7 @@ midway leaves no file under a checkpoint name and the previous checkpoint untouc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -26,9 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
+from .errors import UsageError
 from .files import atomic_write_bytes, safetensors_bytes
+
+log = logging.getLogger("dgl_rs.checkpoints")
 
 FORMAT = "dgl-rs-checkpoint/1"
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
@@ -126,11 +131,16 @@ def save_checkpoint(path: str | os.PathLike, prompts: dict[str, torch.Tensor], s
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a checkpoint written by :func:`save_checkpoint`: ``(prompts, state)``."""
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(prompts, state)``. A
+    truncated or damaged file is a :class:`UsageError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return decode_checkpoint(path.read_bytes())
+    try:
+        return decode_checkpoint(path.read_bytes())
+    except (SafetensorError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise UsageError(f"checkpoint {path} is damaged or not a dgl-rs training checkpoint "
+                         f"({type(exc).__name__}: {exc})") from exc
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
@@ -165,16 +175,32 @@ def resolve_resume(resume: str, checkpoint_dir: str | os.PathLike) -> Path | Non
     means its newest checkpoint (or that of its ``checkpoints/`` folder)."""
     if resume == "latest":
         found = list_checkpoints(checkpoint_dir)
-        return found[-1] if found else None
+        return newest_intact(found) if found else None
     path = Path(resume)
     if path.is_dir():
         found = list_checkpoints(path) or list_checkpoints(path / "checkpoints")
         if not found:
             raise FileNotFoundError(f"--resume: no checkpoint in {path}")
-        return found[-1]
+        return newest_intact(found)
     if not path.is_file():
         raise FileNotFoundError(f"--resume: {path} does not exist")
     return path
+
+
+def newest_intact(found: list[Path]) -> Path:
+    """The newest of ``found`` (oldest first) that loads; each newer, damaged one is
+    named in a warning (and left in place). None loading is a :class:`UsageError`."""
+    damaged = []
+    for path in reversed(found):
+        try:
+            load_checkpoint(path)
+        except UsageError as exc:
+            damaged.append(str(exc))
+            continue
+        for message in damaged:
+            log.warning("%s: resuming from the newest intact one, %s", message, path.name)
+        return path
+    raise UsageError(f"--resume: every checkpoint in {found[0].parent} is damaged: " + "; ".join(damaged))
 
 
 def prune_checkpoints(directory: str | os.PathLike, keep: int) -> None:
