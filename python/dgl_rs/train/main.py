@@ -31,7 +31,7 @@ import torch
 from .. import checkpoints as ckpt
 from ..evaluate import evaluate, flatten_report, resolve_precision, write_results
 from ..factory import build_method, load_backbone
-from ..files import atomic_write_text, remove_stale_temps
+from ..files import atomic_write_text, is_temp, remove_stale_temps
 from .data import DataBundle, build_data
 from .distributed import (DistInfo, all_gather_object, barrier, broadcast_object,
                           cleanup_distributed, init_distributed)
@@ -171,7 +171,7 @@ class Session:
 
 def _run_dir(cfg: TrainConfig) -> tuple[Path, Optional[Path]]:
     """``(run folder, checkpoint to resume or None)``; a fresh run never reuses a folder
-    that holds checkpoints."""
+    that holds checkpoints, nor writes into a non-empty folder (:func:`check_run_dir`)."""
     if cfg.name is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         cfg.name = broadcast_object(f"{stamp}-{cfg.dataset}-{cfg.method}")
@@ -181,7 +181,27 @@ def _run_dir(cfg: TrainConfig) -> tuple[Path, Optional[Path]]:
     if resume_path is None and ckpt.list_checkpoints(ckpt_dir):
         raise UsageError(f"run folder {run_dir} already has checkpoints: continue it with "
                          f"--resume latest, or pick another --name")
+    continuing = cfg.resume == "latest" or (
+        resume_path is not None and run_dir.resolve() in resume_path.resolve().parents)
+    problem = broadcast_object(check_run_dir(run_dir, continuing))  # rank 0 may have made it already
+    if problem:
+        raise UsageError(problem)
     return run_dir, resume_path
+
+
+def check_run_dir(run_dir: Path, continuing: bool) -> Optional[str]:
+    """Why ``run_dir`` cannot take this run (None when it can): it must be new or empty,
+    or be the dgl-rs run being continued; a run never writes over files it did not make."""
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        return f"--output-dir/--name: {run_dir} exists and is not a folder"
+    is_run = (run_dir / "config.json").is_file() or bool(ckpt.list_checkpoints(run_dir / "checkpoints"))
+    if all(is_temp(p) for p in run_dir.iterdir()) or (continuing and is_run):
+        return None
+    hint = "" if continuing else ", or continue that run with --resume latest"
+    return (f"run folder {run_dir} already exists and is not "
+            f"{'a dgl-rs run' if continuing else 'empty'}: pick another --name or --output-dir{hint}")
 
 
 def _open_run_dir(run_dir: Path, cfg: TrainConfig, info: DistInfo) -> None:
@@ -201,17 +221,12 @@ def _setup(cfg: TrainConfig, info: DistInfo, run_dir: Path) -> Session:
     precision = resolve_precision(cfg.precision, info.device)
     # Same seed on every rank for the prompt init; rank-specific streams afterwards.
     seed_everything(cfg.seed)
-    # The backbone first: an unknown model or unreachable weights fail before the run
-    # folder exists.
+    # Backbone, model, data and optimizer first: an unknown model, unreachable weights or
+    # a malformed annotation file fail before the run folder exists.
     clip, preprocess_cfg, tokenizer = build_backbone(cfg, info.device)
     model = build_model(cfg, clip).to(info.device)
-    _open_run_dir(run_dir, cfg, info)
-    log.info("run %s on %s (%s), world size %d, precision %s", cfg.name, info.device,
-             "distributed" if info.distributed else "single process", info.world_size, precision)
     broadcast_trainable(model, info)
     seed_everything(cfg.seed + info.rank)
-    log.info("method %s, trainable parameters: %s", model.method,
-             f"{model.num_trainable():,}")
     bundle = build_data(cfg, preprocess_cfg, tokenizer, info)
     sampler = EpochBatchSampler(len(bundle.train), cfg.batch_size, seed=cfg.seed,
                                 rank=info.rank, world_size=info.world_size)
@@ -219,6 +234,11 @@ def _setup(cfg: TrainConfig, info: DistInfo, run_dir: Path) -> Session:
         raise UsageError(f"{len(bundle.train)} training pairs are fewer than one global batch "
                          f"({cfg.batch_size} x {info.world_size}); lower --batch-size")
     optimizer = make_optimizer(model, cfg)
+    _open_run_dir(run_dir, cfg, info)
+    log.info("run %s on %s (%s), world size %d, precision %s", cfg.name, info.device,
+             "distributed" if info.distributed else "single process", info.world_size, precision)
+    log.info("method %s, trainable parameters: %s", model.method,
+             f"{model.num_trainable():,}")
     return Session(
         cfg=cfg, info=info, precision=precision, run_dir=run_dir, model=model, bundle=bundle,
         sampler=sampler, loader=make_train_loader(bundle, sampler, cfg, info), optimizer=optimizer,
