@@ -21,6 +21,8 @@ from torch import nn
 from . import checkpoints as ckpt
 from .backbones import load_clip
 from .errors import UsageError
+from .files import read_json
+from .memory import check_memory
 from .methods import METHODS, method_name, read_prompt_file
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -63,6 +65,7 @@ def build_method(clip: nn.Module, method: str, num_frames: int = 12, **options: 
         if key in spec.pinned and _normal(value) != _normal(spec.pinned[key]):
             raise ValueError(f"method {method!r} fixes `{key}` to {spec.pinned[key]!r}; got {value!r}")
     kwargs = {**spec.defaults, **options, **spec.pinned, "num_frames": num_frames}
+    check_memory(clip, kwargs)
     model = spec.cls(clip, **kwargs)
     model._method = method
     return model
@@ -104,12 +107,19 @@ def _recorded(source: Path):
     """``(recorded, state_dict)``: what a checkpoint or the ``model.json`` beside a
     prompts file says about the backbone and method (``{}`` when nothing)."""
     if ckpt.is_checkpoint(source):
-        state_dict, state = ckpt.load_checkpoint(source)
-        config = state["model_config"]
-        return {"model": state["config"]["model"], "pretrained": state["config"]["pretrained"],
-                "dgl": config, "method": state.get("method") or method_name(config)}, state_dict
+        state_dict, state = ckpt.load_checkpoint(source)  # UsageError naming a damaged file
+        try:
+            config = state["model_config"]
+            return {"model": state["config"]["model"], "pretrained": state["config"]["pretrained"],
+                    "dgl": config, "method": state.get("method") or method_name(config)}, state_dict
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"checkpoint {source} does not record its run ({exc!r} missing)") from exc
+    try:
+        read_prompt_file(source)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     side = source.with_name("model.json")
-    return (json.loads(side.read_text()) if side.is_file() else {}), None
+    return (read_json(side) if side.is_file() else {}), None
 
 
 def _build_for(source: Optional[Path], recorded: dict, state_dict, clip, num_frames, context_length):
@@ -134,6 +144,8 @@ def load_model(prompts: Optional[PathLike] = None, *, model_name: Optional[str] 
     ``pretrained`` override the recorded backbone; ``num_frames`` the frames per video
     (not for prompts learned per frame position). ``meta`` is ``{"model", "pretrained",
     "method", "dgl", "prompts"}``: what an index records."""
+    if num_frames is not None and (type(num_frames) is not int or num_frames < 1):
+        raise UsageError(f"--num-frames must be an int >= 1, got {num_frames!r}")
     source = resolve_prompts_path(prompts) if prompts is not None else None
     recorded, state_dict = _recorded(source) if source is not None else ({}, None)
     name = model_name or recorded.get("model") or DEFAULT_MODEL
@@ -141,9 +153,11 @@ def load_model(prompts: Optional[PathLike] = None, *, model_name: Optional[str] 
     clip, preprocess_cfg, _ = load_backbone(name, weights, device)
     try:
         model = _build_for(source, recorded, state_dict, clip, num_frames, context_length)
+    except UsageError:
+        raise
     except ValueError as exc:
         raise UsageError(f"{source}: {exc} (pass the --model/--pretrained it was trained with)") from exc
-    if num_frames and source is not None and num_frames != model.num_frames:
+    if num_frames is not None and source is not None and num_frames != model.num_frames:
         set_num_frames(model, num_frames)
     model = model.to(device).eval()
     if isinstance(weights, str) and os.path.isfile(weights):
@@ -159,6 +173,7 @@ def set_num_frames(model: nn.Module, num_frames: int) -> None:
     if cfg["generator"] == "transformer" or cfg.get("temporal_embedding") or cfg.get("per_frame_prompts"):
         raise UsageError(f"{model.method} prompts are learned for each of {model.num_frames} frame positions; "
                          f"--num-frames {num_frames} cannot change that")
+    check_memory(model.clip, {**cfg, "num_frames": num_frames})
     model.num_frames = num_frames
 
 
