@@ -99,7 +99,9 @@ def encode_videos(model, videos, *, device: torch.device | str = "cpu", batch_si
     finally:
         model.train(was_training)
     if not out:
-        raise ValueError("encode_videos: no videos to encode")
+        skipped = getattr(batches, "num_skipped", 0)
+        why = f"all {skipped} {desc} were unreadable and skipped" if skipped else f"no {desc} to encode"
+        raise UsageError(f"encode_videos: {why}")
     emb = torch.cat(out)
     return (emb, torch.cat(indices).numpy()) if return_indices else emb
 

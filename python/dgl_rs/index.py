@@ -31,7 +31,7 @@ from .data.video import VideoTransform
 from .errors import UsageError
 from .evaluate import encode_texts, encode_videos
 from .factory import load_model
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_text, is_temp, read_json, remove_stale_temps
 
 log = logging.getLogger("dgl_rs.index")
 
@@ -79,10 +79,9 @@ def encode_folder(model, video_dir: str | os.PathLike, preprocess_cfg: dict, *,
     try:
         emb, kept = encode_videos(model, loader, device=device, precision=precision,
                                   progress=progress, desc="videos", return_indices=True)
-    except ValueError as exc:
-        if "no videos" in str(exc):
-            raise ValueError(f"none of the {len(videos)} videos under {root} could be read") from exc
-        raise
+    except UsageError as exc:  # every video unreadable
+        raise UsageError(f"none of the {len(videos)} videos under {root} could be read "
+                         f"(e.g. {videos[0]})") from exc
     kept_set = set(int(i) for i in kept)
     skipped = [v for i, v in enumerate(videos) if i not in kept_set]
     return emb.numpy().astype(np.float32), [videos[int(i)] for i in kept], skipped
@@ -90,9 +89,12 @@ def encode_folder(model, video_dir: str | os.PathLike, preprocess_cfg: dict, *,
 
 def save_index(out: str | os.PathLike, embeddings: np.ndarray, videos: Sequence[str],
                meta: dict, model=None) -> Path:
-    """Write ``INDEX/`` (see the module docstring); files are replaced atomically."""
+    """Write ``INDEX/`` (see the module docstring); files are replaced atomically. ``out``
+    must be new, empty or an index (:func:`check_index_target`)."""
     out = Path(out)
+    check_index_target(out, overwrite=True)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by an encode killed mid-write
     atomic_write(out / "embeddings.npy", lambda tmp: np.save(open(tmp, "wb"), embeddings))
     has_prompts = model is not None and model.num_trainable() > 0
     if has_prompts:
@@ -121,7 +123,7 @@ def check_index_target(out: str | os.PathLike, overwrite: bool = False) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or all(is_temp(p) for p in out.iterdir()):
         return
     if not is_index(out):
         raise UsageError(f"--out {out}: a non-empty folder that is not a video index; "
@@ -130,19 +132,42 @@ def check_index_target(out: str | os.PathLike, overwrite: bool = False) -> None:
         raise UsageError(f"--out {out}: an index is already there; pass --overwrite to replace it")
 
 
+#: What ``index.json`` must hold, and of which type.
+INDEX_KEYS = {"videos": list, "root": str, "model": str, "dgl": dict}
+
+
 def load_index(path: str | os.PathLike) -> VideoIndex:
+    """The index in folder ``path``; a damaged or incomplete one is a ``ValueError``
+    (:class:`UsageError`) naming the file."""
     path = Path(path)
     meta_path = path / "index.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not a video index (no index.json); make one with "
                                 "`dgl-rs encode VIDEO_DIR --out INDEX`")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: unknown index format {meta.get('format')!r}")
-    emb = np.load(path / "embeddings.npy")
+    meta = read_json(meta_path)
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt != FORMAT:
+        raise UsageError(f"{meta_path}: not a dgl-rs index (format {fmt!r})")
+    for key, kind in INDEX_KEYS.items():
+        if not isinstance(meta.get(key), kind):
+            raise UsageError(f"{meta_path}: no {key!r} {kind.__name__} (a damaged index: encode it again)")
+    emb = _load_embeddings(path / "embeddings.npy")
     if emb.shape[0] != len(meta["videos"]):
-        raise ValueError(f"{path}: {emb.shape[0]} embeddings but {len(meta['videos'])} videos")
+        raise UsageError(f"{path}: {emb.shape[0]} embeddings but {len(meta['videos'])} videos")
     return VideoIndex(emb.astype(np.float32, copy=False), list(meta["videos"]), meta, path)
+
+
+def _load_embeddings(path: Path) -> np.ndarray:
+    """``embeddings.npy``: a finite float (videos, dim) array, else a :class:`UsageError`."""
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, TokenError...
+        raise UsageError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from exc
+    if emb.ndim != 2 or emb.dtype.kind != "f" or not np.isfinite(emb).all():
+        raise UsageError(f"{path}: expected finite float embeddings (videos, dim), got {emb.dtype} {emb.shape}")
+    return emb
 
 
 def load_query_model(index: VideoIndex, device="cpu"):
@@ -150,9 +175,11 @@ def load_query_model(index: VideoIndex, device="cpu"):
     ``index.json``), to embed text queries."""
     meta = index.meta
     prompts = index.path / meta["prompts"] if meta.get("prompts") else None
-    model, _, _ = load_model(prompts, model_name=meta["model"], pretrained=meta["pretrained"],
-                           device=device, num_frames=meta["dgl"]["num_frames"],
-                           context_length=meta["dgl"]["context_length"])
+    sizes = [meta["dgl"].get(k) for k in ("num_frames", "context_length")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise UsageError(f"{index.path / 'index.json'}: 'dgl' lacks num_frames/context_length (a damaged index)")
+    model, _, _ = load_model(prompts, model_name=meta["model"], pretrained=meta.get("pretrained"),
+                             device=device, num_frames=sizes[0], context_length=sizes[1])
     return model
 
 
@@ -163,6 +190,8 @@ def search(index: VideoIndex, queries: Sequence[str] | str, k: int = 5, model=No
     best first."""
     if isinstance(queries, str):
         queries = [queries]
+    if not all(isinstance(q, str) and q.strip() for q in queries) or not queries:
+        raise UsageError(f"every query must be a non-empty text, got {list(queries)!r}")
     model = model if model is not None else load_query_model(index, device)
     q = encode_texts(model, list(queries), context_length=model.config["context_length"],
                      device=device, progress=False).numpy()

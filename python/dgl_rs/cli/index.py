@@ -7,12 +7,10 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from ..errors import UsageError
 from ..factory import load_model
 from ..index import check_index_target, encode_folder, load_index, save_index, search
-from ..train.distributed import init_distributed
+from ..train.distributed import resolve_device
 
 
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,17 +47,15 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
-def _device(name: str) -> torch.device:
-    return init_distributed(name).device
-
-
 def encode_main(args: argparse.Namespace) -> int:
     if not Path(args.video_dir).is_dir():
         raise UsageError(f"VIDEO_DIR {args.video_dir}: no such directory")
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
+    if args.num_frames is not None and args.num_frames < 1:
+        raise UsageError(f"--num-frames must be >= 1, got {args.num_frames}")
     check_index_target(args.out, args.overwrite)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model_name, pretrained = args.model, args.pretrained
     model, preprocess_cfg, meta = load_model(args.prompts, model_name=model_name,
                                            pretrained=pretrained, device=device,
@@ -82,11 +78,13 @@ def encode_main(args: argparse.Namespace) -> int:
 def search_main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError(f"-k must be >= 1, got {args.k}")
+    if not all(q.strip() for q in args.query):
+        raise UsageError("QUERY: an empty query; give the text to search for")
     try:
         index = load_index(args.index)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
-    results = search(index, args.query, args.k, device=_device(args.device))
+    results = search(index, args.query, args.k, device=resolve_device(args.device))
     if args.json:
         print(json.dumps([{"query": q, "results": [{"video": str(index.root / v), "score": s}
                                                    for v, s in hits]}
