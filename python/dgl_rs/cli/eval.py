@@ -12,13 +12,18 @@ from ..metrics import format_table
 from ..train.data import build_data
 from ..train.distributed import init_distributed
 from ..train.logger import setup_logging
-from ..train.params import RECIPES, TrainConfig, UsageError, add_arguments, check_data_root
+from ..files import read_json
+from ..train.params import RECIPES, TrainConfig, UsageError, add_arguments, check_bounds, check_data_root
 
 EVAL_FIELDS = ("dataset", "data_root", "train_annotations", "eval_annotations", "eval_limit",
                "synthetic_split", "synthetic_videos", "synthetic_eval_videos",
                "synthetic_seed", "workers", "on_broken", "model", "pretrained",
                "num_frames", "eval_batch_size", "qb_norm", "dsl", "device", "precision",
                "no_progress")
+#: What makes two evaluations the same one: the data they rank and the model.
+SAME_DATA = ("dataset", "data_root", "eval_annotations", "eval_limit", "synthetic_split",
+             "synthetic_eval_videos", "synthetic_seed", "num_frames")
+SAME_MODEL = ("model", "pretrained", "prompts")
 
 
 def build_eval_parser(prog: str = "dgl-rs eval") -> argparse.ArgumentParser:
@@ -31,8 +36,12 @@ def build_eval_parser(prog: str = "dgl-rs eval") -> argparse.ArgumentParser:
                      "checkpoint, or a run folder")
     src.add_argument("--zero-shot", action="store_true",
                      help="evaluate the frozen backbone with mean pooling of frame features")
-    parser.add_argument("--out", help="write the results JSON here (default: "
-                        "eval-DATASET.json beside the prompts, or in the current folder)")
+    parser.add_argument("--out", help="write the results JSON here (default: eval-DATASET.json, "
+                        "eval-DATASET-ANNOTATIONS.json with --eval-annotations, beside the prompts or "
+                        "in the current folder). Results of another evaluation are never replaced "
+                        "without --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out even when it holds "
+                        "the results of another evaluation (never a file that is not a result)")
     add_arguments(parser, include=EVAL_FIELDS,
                   defaults={"model": None, "pretrained": None, "num_frames": None})
     return parser
@@ -53,9 +62,33 @@ def _load(ns: argparse.Namespace, cfg: TrainConfig, device):
 def _out_path(ns: argparse.Namespace, cfg: TrainConfig, meta: dict) -> Path:
     if ns.out:
         return Path(ns.out)
+    stem = f"eval-{cfg.dataset}" + (f"-{Path(cfg.eval_annotations).stem}" if cfg.eval_annotations else "")
     if ns.prompts:
-        return Path(meta["prompts"]).with_name(f"eval-{cfg.dataset}.json")
-    return Path(f"eval-{cfg.dataset}-zero-shot.json")
+        return Path(meta["prompts"]).with_name(f"{stem}.json")
+    return Path(f"{stem}-zero-shot.json")
+
+
+def _identity(config: dict, backbone: dict) -> dict:
+    return {**{k: config.get(k) for k in SAME_DATA}, **{k: backbone.get(k) for k in SAME_MODEL}}
+
+
+def check_results_target(out: Path, config: dict, backbone: dict, overwrite: bool) -> None:
+    """``out`` may take these results: it is new, or the results of the same evaluation,
+    or (with ``overwrite``) of another one; never a file that is not a results file."""
+    if not out.exists():
+        return
+    try:
+        old = read_json(out) if out.is_file() else None
+    except (UsageError, OSError):
+        old = None
+    if not (isinstance(old, dict) and isinstance(old.get("config"), dict)
+            and isinstance(old.get("backbone"), dict) and "results" in old):
+        raise UsageError(f"--out {out}: exists and is not a dgl-rs results file; pick another --out")
+    was, now = _identity(old["config"], old["backbone"]), _identity(config, backbone)
+    if was != now and not overwrite:
+        diff = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in now if was[k] != now[k])
+        raise UsageError(f"{out} holds the results of another evaluation ({diff}): pass --out FILE "
+                         "to keep both, or --overwrite to replace them")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -64,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ns = parser.parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(ns).items() if k in EVAL_FIELDS})
     try:
+        check_bounds(cfg, EVAL_FIELDS)
         check_data_root(cfg)
     except UsageError as exc:
         parser.error(str(exc))
@@ -73,6 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model, preprocess_cfg, meta = _load(ns, cfg, info.device)
     cfg.num_frames = model.num_frames
     cfg.context_length = model.config["context_length"]
+    config = {k: v for k, v in cfg.to_dict().items() if k in EVAL_FIELDS}
+    out = _out_path(ns, cfg, meta)
+    check_results_target(out, config, meta, ns.overwrite)  # before the long part
     bundle = build_data(cfg, preprocess_cfg, None, info, train=False)
     results = {name: evaluate(model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
                               workers=cfg.workers, precision=precision, context_length=cfg.context_length,
@@ -81,9 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                for name, eval_set in bundle.evals.items()}
     print(format_table({f"{name} {kind}": rep for name, res in results.items()
                         for kind, rep in res.items() if isinstance(rep, dict)}))
-    out = _out_path(ns, cfg, meta)
     write_results(out, {"backbone": meta, "method": model.method, "trainable": model.num_trainable(),
-                        "config": {k: v for k, v in cfg.to_dict().items() if k in EVAL_FIELDS},
-                        "results": results})
+                        "config": config, "results": results})
     print(f"results: {out}")
     return 0
