@@ -19,11 +19,15 @@ def symmetric_infonce(logits: Tensor, labels: Optional[Tensor] = None) -> Tensor
     """
     if not isinstance(logits, Tensor):
         raise TypeError(f"`logits` must be a torch.Tensor, got {type(logits).__name__}")
-    if logits.dim() != 2 or logits.shape[0] != logits.shape[1]:
-        raise ValueError(f"`logits` must be a square (B, B) matrix, got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"`logits` must be a floating tensor, got {logits.dtype}")
+    if logits.dim() != 2 or logits.shape[0] != logits.shape[1] or logits.shape[0] == 0:
+        raise ValueError(f"`logits` must be a square (B, B) matrix with B >= 1, got {tuple(logits.shape)}")
     if labels is None:
         target = torch.arange(logits.shape[0], device=logits.device)
     else:
+        if not isinstance(labels, Tensor):
+            raise TypeError(f"`labels` must be a torch.Tensor, got {type(labels).__name__}")
         if labels.shape != (logits.shape[0],):
             raise ValueError(f"`labels` must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
         pos = (labels[:, None] == labels[None, :]).to(logits.dtype)

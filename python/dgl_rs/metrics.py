@@ -40,6 +40,7 @@ set.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
@@ -114,9 +115,25 @@ def _caption_map(caption_to_video: CaptionMap) -> Optional[np.ndarray]:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def _check_int(name: str, value: Any, low: int = 1) -> int:
+    """``value`` as an int >= ``low``: bools, floats and strings are a ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_real(name: str, value: Any) -> float:
+    """``value`` as a float: bools, strings and tensors are a ``TypeError`` (the range is
+    the native code's to check)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def _check_chunk(chunk: int) -> None:
-    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-        raise ValueError(f"`chunk` must be a positive int, got {chunk!r}")
+    _check_int("chunk", chunk)
 
 
 def _host_view(sim: Matrix) -> Matrix:
@@ -274,6 +291,7 @@ def similarity(
     Returns:
         (captions, videos), numpy for numpy inputs, else a tensor.
     """
+    _check_chunk(chunk)
     t, v, is_numpy = _embeddings(text_emb, video_emb)
     device = t.device if out_device is None else torch.device(out_device)
     out = torch.empty((t.shape[0], v.shape[0]), dtype=t.dtype, device=device)
@@ -299,6 +317,7 @@ def ranks_chunked(
 
     Same result as ``ranks(similarity(text_emb, video_emb), caption_to_video)``.
     """
+    _check_chunk(chunk)
     t, v, _ = _embeddings(text_emb, video_emb)
     t2v_r, v2t_r = _native.ranks_chunked(t, v, _caption_map(caption_to_video), chunk)
     return {"t2v": t2v_r, "v2t": v2t_r}
@@ -327,8 +346,9 @@ def dual_softmax(sim: Matrix, *, temperature: float = 1.0, axis: int = 0) -> Mat
     """
     if isinstance(axis, bool) or axis not in (0, 1, -1, -2):
         raise ValueError(f"`axis` must be 0 (softmax over queries) or 1 (over the gallery), got {axis!r}")
+    temperature = _check_real("temperature", temperature)
     return _postprocess(
-        lambda a, t, ax: _native.dual_softmax(a, float(t), int(ax) % 2), sim, temperature, axis
+        lambda a, t, ax: _native.dual_softmax(a, t, int(ax) % 2), sim, temperature, axis
     )
 
 
@@ -366,8 +386,7 @@ def qb_norm(sim: Matrix, bank: Matrix, *, k: int = 1, beta: float = 20.0) -> Mat
         different scales afterwards: rank along rows (``t2v``) only. For
         video->text, pass ``sim.T`` and a bank of training videos vs test captions.
     """
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"`k` must be an integer >= 1, got {k!r}")
+    k, beta = _check_int("k", k), _check_real("beta", beta)
     s = _matrix(sim, "sim", "(queries, gallery)")
     b = _matrix(bank, "bank", "(bank queries, gallery)")
     if isinstance(b, torch.Tensor):
@@ -377,4 +396,9 @@ def qb_norm(sim: Matrix, bank: Matrix, *, k: int = 1, beta: float = 20.0) -> Mat
     else:
         dtype = s.dtype
     b = np.ascontiguousarray(b, dtype=dtype)
-    return _postprocess(lambda a, bb, kk, be: _native.qb_norm(a, bb, kk, be), s, b, int(k), float(beta))
+    out = _postprocess(lambda a, bb, kk, be: _native.qb_norm(a, bb, kk, be), s, b, k, beta)
+    finite = torch.isfinite(out).all() if isinstance(out, torch.Tensor) else np.isfinite(out).all()
+    if not finite:
+        raise ValueError(f"`beta`={beta!r} overflows {np.dtype(dtype).name}: beta * similarity must stay "
+                         "below its largest value (lower beta, or pass float64 scores)")
+    return out
