@@ -8,7 +8,7 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 TORCH_LIB = $(shell $(PY) -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 
-.PHONY: setup deps build test test-rust test-python demo bench wheel clean
+.PHONY: setup deps build test test-rust test-python test-cuda demo bench wheel clean
 
 setup: deps build
 
@@ -34,6 +34,10 @@ test-rust: deps
 
 test-python: build
 	$(PY) -m pytest -q tests
+
+# The CUDA branches only (skipped without a device; ../shared/gpu/check.sh runs them on a GPU).
+test-cuda: build
+	$(PY) -m pytest -q -m cuda tests
 
 demo: setup
 	$(PY) -m dgl_rs.cli demo

@@ -151,6 +151,30 @@ def test_dgl_divided_with_dgl_prompts_equals_dgl():
         torch.testing.assert_close(divided.encode_text(tokens), dgl.encode_text(tokens), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["dgl-transformer", "vop-fc"])
+def test_prompt_gradients_match_the_spec_reference(name):
+    """The prompt slots are written in place into each block's output: the gradients
+    must be those of the out-of-place spec reference."""
+    clip = tiny_clip(vision_layers=3, text_layers=3)
+    model = small(name, clip)
+    frames, tokens = frames_for(clip), dgl_rs.tokenize(CAPTIONS, context_length=12)
+    wv, wt = torch.randn(2, 24, dtype=torch.float64), torch.randn(3, 24, dtype=torch.float64)
+    params = model.trainable_parameters()
+    if name == "vop-fc":  # the context prompts depend on the hidden states: compare without them
+        model.context = None
+        params = model.trainable_parameters()
+    got = torch.autograd.grad((model.encode_video(frames) * wv).sum() + (model.encode_text(tokens) * wt).sum(),
+                              params, allow_unused=True)
+    text_p, frame_p = model.generate_prompts()
+    g = model.global_prompts if model.global_prompts is not None else torch.zeros(0, 32, dtype=torch.float64)
+    pool = "global" if model.num_global else "frame_cls_mean"
+    ref = (ref_video(clip, frames, g, frame_p, 2, pool=pool) * wv).sum() + \
+        (ref_text(clip, tokens, text_p, 2, 2, "before_eot") * wt).sum()
+    want = torch.autograd.grad(ref, params, allow_unused=True)
+    for p, a, e in zip(params, got, want):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("pool", ["global", "global_mean", "frame_cls_mean", "global_local_mean"])
 def test_visual_output_options_match_direct_computation(pool):
     model = small("dgl-transformer", pool=pool)
@@ -513,3 +537,23 @@ def test_cli_train_method_on_a_folder_of_real_videos(name, tmp_path):
                  "--device", "cpu", "--no-progress", "--no-tensorboard"]) == 0
     res = json.loads((tmp_path / "runs" / "f" / "results.json").read_text())
     assert res["method"] == name and res["results"]["test"]["num_videos"] == 6
+
+
+def test_quick_gelu_mlp_refactoring_is_exact_with_all_gradients():
+    """patch.run_mlp folds QuickGELU's 1.702 into the GEMMs: same values and gradients
+    (input and every weight) as open_clip's own MLP, float64."""
+    from dgl_rs import patch
+
+    clip = tiny_clip()
+    mlp = clip.visual.transformer.resblocks[0].mlp
+    assert patch._is_quick_gelu_mlp(mlp)
+    for p in mlp.parameters():
+        p.requires_grad_(True)
+    x = torch.randn(2, 5, 32, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 32, dtype=torch.float64)
+    leaves = [x, *mlp.parameters()]
+    got = torch.autograd.grad(patch.run_mlp(mlp, x), leaves, g)
+    want = torch.autograd.grad(mlp(x), leaves, g)
+    torch.testing.assert_close(patch.run_mlp(mlp, x), mlp(x), rtol=1e-12, atol=1e-13)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

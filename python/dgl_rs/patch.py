@@ -94,19 +94,42 @@ def batch_first(transformer: nn.Module) -> bool:
     return getattr(transformer, "batch_first", True)
 
 
+QUICK_GELU = 1.702
+
+
+def _is_quick_gelu_mlp(mlp: nn.Module) -> bool:
+    act = getattr(mlp, "gelu", None)
+    return (isinstance(getattr(mlp, "c_fc", None), nn.Linear) and isinstance(getattr(mlp, "c_proj", None), nn.Linear)
+            and type(act).__name__ == "QuickGELU")
+
+
+def run_mlp(mlp: nn.Module, x: Tensor) -> Tensor:
+    """The block's MLP. A QuickGELU MLP ``c_proj(h * sigmoid(1.702 h))``, ``h = c_fc(x)``, is
+    computed as ``c_proj'(silu(h'))`` with the 1.702 folded into the two GEMMs' ``alpha``
+    (``h' = 1.702 (x W^T) + 1.702 b``; the output GEMM scaled by 1/1.702): the same
+    function, one fused elementwise op forward and one backward instead of about eight
+    passes, and one saved tensor instead of three. Gradients reach every weight."""
+    if not _is_quick_gelu_mlp(mlp):
+        return mlp(x)
+    fc, proj = mlp.c_fc, mlp.c_proj
+    x2 = x.reshape(-1, x.shape[-1])
+    h = torch.addmm(fc.bias * QUICK_GELU, x2, fc.weight.t(), alpha=QUICK_GELU) if fc.bias is not None \
+        else torch.mm(x2, fc.weight.t()) * QUICK_GELU
+    h = torch.nn.functional.silu(h)
+    out = torch.addmm(proj.bias, h, proj.weight.t(), alpha=1.0 / QUICK_GELU) if proj.bias is not None \
+        else torch.mm(h, proj.weight.t()) / QUICK_GELU
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
 def run_block(block: nn.Module, x: Tensor, first: bool, attn_mask: Optional[Tensor] = None,
               post_attention: Optional[Callable[[Tensor], Tensor]] = None,
               attention: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
-    """One resblock on batch-first ``x`` whatever the transformer's layout.
+    """One resblock on batch-first ``x`` whatever the transformer's layout: open_clip's
+    ``x + ls_1(attn(ln_1(x))); x + ls_2(mlp(ln_2(x)))`` with the MLP of :func:`run_mlp`.
 
     ``post_attention`` maps the attention's output before it joins the residual stream
     (where a Houlsby adapter sits); ``attention`` replaces the block's attention on the
-    normalised input (batch-first ``(B, S, D) -> (B, S, D)``). Without either this is the
-    block's own forward."""
-    if post_attention is None and attention is None:
-        if first:
-            return block(x, attn_mask=attn_mask)
-        return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    normalised input (batch-first ``(B, S, D) -> (B, S, D)``)."""
     h = block.ln_1(x)
     if attention is not None:
         a = attention(h)
@@ -117,7 +140,7 @@ def run_block(block: nn.Module, x: Tensor, first: bool, attn_mask: Optional[Tens
     if post_attention is not None:
         a = post_attention(a)
     x = x + block.ls_1(a)
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x + block.ls_2(run_mlp(block.mlp, block.ln_2(x)))
 
 
 def attention_weights(block: nn.Module) -> tuple:

@@ -378,16 +378,17 @@ class DGL(nn.Module):
 
     def _before_block(self, i: int, x: Tensor, frame_prompts: Optional[Tensor], b: int, t: int, L: int) -> Tensor:
         """Deep frame prompts: before block i (0 < i < depth) every frame's prompt slots are
-        overwritten with layer i's (``(T, n_f, D)``, or ``(B, T, n_f, D)`` per video)."""
+        overwritten with layer i's (``(T, n_f, D)``, or ``(B, T, n_f, D)`` per video).
+
+        Written in place into the previous block's output (a fresh tensor nothing has
+        saved yet), instead of rebuilding the packed sequence with two concatenations per
+        layer; autograd routes the slots' gradient to the prompts."""
         g, nf = self.num_global, self.num_frame_prompts
         if not (0 < i < self._prompt_layers and nf):
             return x
-        d = x.shape[-1]
-        xf = x[:, g:].reshape(b, t, L, d)
-        fp = frame_prompts[i].to(x.dtype)
-        fp = fp.expand(b, -1, -1, -1) if fp.dim() == 4 else fp.unsqueeze(0).expand(b, -1, -1, -1)
-        xf = torch.cat([xf[:, :, :1], fp, xf[:, :, 1 + nf:]], dim=2).reshape(b, t * L, d)
-        return torch.cat([x[:, :g], xf], dim=1)
+        x = x.contiguous()
+        x.narrow(1, g, t * L).view(b, t, L, -1)[:, :, 1:1 + nf] = frame_prompts[i].to(x.dtype)
+        return x
 
     def _post_attention(self, tower: str, i: int):
         """What maps block i's attention output before the residual add (adapters)."""
@@ -481,7 +482,7 @@ class DGL(nn.Module):
         for i, blk in enumerate(patch.blocks(tower.transformer)):
             if n_prompts and i < self._prompt_layers:
                 # Deep text prompts: (over)write the prompt slots with layer i's prompts.
-                x = x.scatter(1, prompt_idx, text_prompts[i].to(x.dtype).unsqueeze(0).expand(b, -1, -1))
+                x = x.scatter_(1, prompt_idx, text_prompts[i].to(x.dtype).unsqueeze(0).expand(b, -1, -1))
             x = patch.run_block(blk, x, first, attn_mask=mask, post_attention=self._post_attention("text", i))
         x = tower.ln_final(x)
         pooled = x[torch.arange(b, device=x.device), eot_pos]
