@@ -22,21 +22,26 @@ SIZES = {"num_frames": 12, "generator": "transformer", "num_global": 4, "num_fra
          "num_text_prompts": (4, 4), "context_length": 32}
 
 
-def memory_estimate(clip: nn.Module, options: dict[str, Any], videos: int = 1) -> Optional[int]:
+def _size(value: Any) -> int:
+    """A size option as a count; anything but a positive int counts 0 (the method's own
+    checks report it), so the other sizes are still checked."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def memory_estimate(clip: nn.Module, options: dict[str, Any], videos: int = 1) -> int:
     """A lower bound of the bytes (float32) one forward of ``videos`` videos needs with
     these method options: the frames, one visual layer's working set over the packed
-    sequence, every layer's prompts, and the text tower's causal mask and working set.
-    None when an option is not a non-negative int (the method's own checks report it)."""
+    sequence, every layer's prompts, and the text tower's causal mask and working set."""
     o = {k: options.get(k, default) for k, default in SIZES.items()}
-    n_pre_post = o["num_text_prompts"] if isinstance(o["num_text_prompts"], (tuple, list)) else [None]
-    sizes = [o["num_frames"], o["num_global"], o["num_frame_prompts"], o["context_length"], *n_pre_post]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes):
-        return None
+    t, g, n_f, c = (_size(o[k]) for k in ("num_frames", "num_global", "num_frame_prompts", "context_length"))
+    pair = o["num_text_prompts"] if isinstance(o["num_text_prompts"], (tuple, list)) else ()
+    n_t = sum(_size(v) for v in pair)
+    if not o["generator"]:  # no local prompts
+        n_f = n_t = 0
     visual, text = patch.vision_tower(clip), patch.text_tower(clip)
     (h, w), p = patch.image_size(visual), patch.patch_size(visual)
-    n_f, n_t = (o["num_frame_prompts"], sum(n_pre_post)) if o["generator"] else (0, 0)
-    t, g, d_v, d_t = o["num_frames"], o["num_global"], visual.transformer.width, text.width
-    seq_v, seq_t = g + t * ((h // p) * (w // p) + 1 + n_f), o["context_length"] + n_t
+    d_v, d_t = visual.transformer.width, text.width
+    seq_v, seq_t = g + t * ((h // p) * (w // p) + 1 + n_f), c + n_t
     layers = max(len(patch.blocks(visual.transformer)), len(patch.blocks(text.transformer)))
     floats = (videos * (t * 3 * h * w + 8 * seq_v * d_v) + layers * (t * n_f * d_v + n_t * d_t)
               + g * d_v + seq_t * seq_t + 8 * seq_t * d_t)
@@ -60,7 +65,7 @@ def check_memory(clip: nn.Module, options: dict[str, Any]) -> None:
     need = memory_estimate(clip, options)
     device = next(clip.parameters()).device
     have = machine_memory(device)
-    if need is not None and have is not None and need > have:
+    if have is not None and need > have:
         sizes = ", ".join(f"{k}={options[k]!r}" for k in SIZES if k in options)
         raise UsageError(f"{sizes}: one video needs at least {need / 2**30:,.1f} GiB (estimate), more "
                          f"than the {have / 2**30:,.1f} GiB of {device.type} memory here")
