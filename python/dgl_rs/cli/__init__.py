@@ -8,6 +8,7 @@ Subcommands::
     dgl-rs search INDEX "a man is cooking" [-k 5]
     dgl-rs pretrain-synthetic [--out FILE]
     dgl-rs demo [--videos N --epochs E --num-frames T]
+    dgl-rs benchmark [--methods all] [--seeds 0 1 2]
     dgl-rs methods [--model NAME --num-frames T]
 
 ``dgl-rs COMMAND --help`` lists every flag. ``main(argv)`` returns the exit status
@@ -28,7 +29,8 @@ from ..factory import load_backbone, trainable_counts
 from ..methods import METHODS
 from ..train.main import main as train_main
 from ..train.pretrain import main as pretrain_main
-from .demo import main as demo_main
+from .benchmark import demo_main
+from .benchmark import main as benchmark_main
 from .eval import main as eval_main
 from .index import add_encode_arguments, add_search_arguments, encode_main, search_main
 
@@ -37,7 +39,9 @@ DELEGATED = {
     "train": (train_main, "train a method (--method) on a dataset (torchrun for several GPUs/processes)"),
     "eval": (eval_main, "evaluate a trained method or the zero-shot baseline on a test split"),
     "pretrain-synthetic": (pretrain_main, "pretrain the tiny CLIP of the synthetic benchmark"),
-    "demo": (demo_main, "synthetic benchmark: zero-shot meanP vs DGL-Linear vs DGL-Transformer"),
+    "demo": (demo_main, "synthetic benchmark, ~10 min on 2 cores: zero-shot meanP and 6 methods, one table"),
+    "benchmark": (benchmark_main, "synthetic benchmark of any methods (--methods all) and seeds: one table, "
+                  "JSON, Markdown, bar chart"),
 }
 
 
