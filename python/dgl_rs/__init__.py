@@ -43,6 +43,7 @@ from .losses import symmetric_infonce  # noqa: E402
 from .text import tokenize  # noqa: E402
 from .methods import DGL, METHODS, FullFinetune  # noqa: E402
 from .factory import build_method, load_method, load_model  # noqa: E402
+from .official import load_official  # noqa: E402  (also registers --prompts official:PATH)
 from . import metrics  # noqa: E402
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "build_method",
     "load_method",
     "load_model",
+    "load_official",
     "symmetric_infonce",
     "tokenize",
     "metrics",

@@ -28,6 +28,19 @@ from .methods import METHODS, method_name, read_prompt_file
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
 DEFAULT_PRETRAINED = "openai"
+#: Other formats, given as ``PREFIX:PATH`` for ``prompts`` (``load_model``) or ``pretrained``
+#: (``load_backbone``): prefix -> ``{"model": fn, "backbone": fn}`` with those functions'
+#: signatures (path first). ``official:`` (the paper's released checkpoints) is registered
+#: by :mod:`dgl_rs.official`.
+SOURCES: dict[str, dict] = {}
+
+
+def _source(value, kind: str):
+    """The registered loader of ``kind`` for a ``PREFIX:PATH`` value, bound to PATH; else None."""
+    for prefix, loaders in SOURCES.items():
+        if isinstance(value, str) and value.startswith(prefix):
+            return lambda *a, **kw: loaders[kind](value[len(prefix):], *a, **kw)
+    return None
 
 
 def load_backbone(model_name: str, pretrained: Optional[str], device="cpu"):
@@ -35,6 +48,8 @@ def load_backbone(model_name: str, pretrained: Optional[str], device="cpu"):
     raise :class:`UsageError`. The initialisation runs under a fixed seed, isolated from
     the global RNG: with ``pretrained="none"`` (random weights) training, evaluation and
     search all see the same backbone."""
+    if _source(pretrained, "backbone"):
+        return _source(pretrained, "backbone")(model_name, device=device)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -146,6 +161,9 @@ def load_model(prompts: Optional[PathLike] = None, *, model_name: Optional[str] 
     "method", "dgl", "prompts"}``: what an index records."""
     if num_frames is not None and (type(num_frames) is not int or num_frames < 1):
         raise UsageError(f"--num-frames must be an int >= 1, got {num_frames!r}")
+    if _source(prompts, "model"):
+        return _source(prompts, "model")(model_name=model_name, pretrained=pretrained, device=device,
+                                         num_frames=num_frames, context_length=context_length)
     source = resolve_prompts_path(prompts) if prompts is not None else None
     recorded, state_dict = _recorded(source) if source is not None else ({}, None)
     name = model_name or recorded.get("model") or DEFAULT_MODEL

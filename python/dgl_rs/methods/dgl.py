@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from .. import patch
+from ..attention_maps import GlobalAttentionMap, global_attention_map
 from ..files import atomic_write_bytes, safetensors_bytes
 from ..prompts import (LINEAR_DIRECTIONS, IndependentPromptGenerator, LinearPromptGenerator,
                        TransformerPromptGenerator, vpt_bound)
@@ -349,6 +350,27 @@ class DGL(nn.Module):
         self._check_frames(frames)
         frame_prompts = (prompts if prompts is not None else self.generate_prompts())[1]
         return self._encode_video(frames, frame_prompts)
+
+    @torch.no_grad()
+    def global_attention(self, frames: Tensor, layer: int = -1, query=0) -> GlobalAttentionMap:
+        """Where global prompt ``query`` (an index, or ``"mean"`` over all G) looks in visual
+        block ``layer`` (paper Fig. 5), heads averaged: ``.frames (B, T)``, the attention
+        mass on each frame; ``.patches (B, T, P)``, on each patch; ``.on_global (B,)``, on
+        the global tokens (see :class:`dgl_rs.attention_maps.GlobalAttentionMap`). The
+        fused op returns only the G query rows. ``frames`` as for :meth:`encode_video`."""
+        self._check_frames(frames)
+        n = self._vision_layers
+        if not self.num_global:
+            raise ValueError(f"{self.method} has no global prompts (num_global=0): nothing to show")
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+            raise ValueError(f"`layer` must be an int in [{-n}, {n}) (the visual blocks), got {layer!r}")
+        attn = patch.apply_dgl(self._visual, self.num_global, self.num_frames, self.attention)[layer]
+        with attn.record_weights() as rec:
+            self.encode_video(frames)
+        if not rec:
+            raise ValueError(f"{self.method} replaces the attention of visual block {layer % n}: no global-local weights")
+        grid = tuple(s // patch.patch_size(self._visual) for s in patch.image_size(self._visual))
+        return global_attention_map(rec[-1], self.num_frames, self.num_frame_prompts, grid, query, layer % n)
 
     def _pack_video(self, frames: Tensor, frame_prompts: Optional[Tensor]) -> Tensor:
         """The packed sequence ``(B, G + T*L, D)`` before block 0 (DGL-SPEC section 2)."""
