@@ -4,6 +4,7 @@ gradients only where declared, equivalences that pin each one down, exact counts
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -557,3 +558,49 @@ def test_quick_gelu_mlp_refactoring_is_exact_with_all_gradients():
     torch.testing.assert_close(patch.run_mlp(mlp, x), mlp(x), rtol=1e-12, atol=1e-13)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
+    """`dgl-rs benchmark` (the demo's machinery) on a fast configuration: one table, JSON,
+    Markdown and PNG, every requested method with every column."""
+    from dgl_rs.cli import main
+
+    argv = ["benchmark", "--methods", "zero-shot", "vpt", "dgl-linear+temporal", "--videos", "8",
+            "--eval-videos", "8", "--epochs", "1", "--batch-size", "8", "--num-frames", "2",
+            "--output-dir", str(tmp_path), "--no-progress", "--seeds", "0", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    path = Path(out.strip().splitlines()[-1].split("results: ")[1])
+    doc = json.loads(path.read_text())
+    assert list(doc["methods"]) == ["zero-shot", "vpt", "dgl-linear+temporal"]
+    for name, e in doc["methods"].items():
+        assert {"trainable", "step_s", "peak_mib", "reversal", "static", "temporal"} <= set(e)
+        for split in ("static", "temporal"):
+            for d in ("t2v", "v2t"):
+                assert set(e[split][d]) == {"R@1", "R@5", "R@10", "MnR"}
+        assert len(doc["runs"][name]) == 2  # both seeds kept
+    assert doc["methods"]["vpt"]["step_s"] > 0 and doc["methods"]["zero-shot"]["step_s"] is None
+    assert (path.parent / "benchmark.md").read_text().count("\n") == 5
+    assert (path.parent / "benchmark.png").stat().st_size > 1000
+    assert "| dgl-linear+temporal |" in out
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--methods", "nope"])
+
+
+def test_global_prompts_can_start_as_the_class_token():
+    from dgl_rs import patch
+
+    clip = tiny_clip()
+    model = small("dgl-transformer", clip, global_init="cls")
+    cls = patch.class_token(clip.visual)
+    manual = F.layer_norm(clip.visual.class_embedding + clip.visual.positional_embedding[0], (32,),
+                          clip.visual.ln_pre.weight, clip.visual.ln_pre.bias)
+    torch.testing.assert_close(cls, manual)
+    assert model.global_prompts.shape == (2, 32)
+    from dgl_rs.prompts import vpt_bound
+
+    assert (model.global_prompts - cls).abs().max() <= 0.1 * vpt_bound(8, 32) + 1e-12  # the class token + small noise
+    assert not torch.equal(model.global_prompts[0], model.global_prompts[1])  # not interchangeable
+    assert model.config["global_init"] == "cls"
+    with pytest.raises(ValueError, match="global_init"):
+        small("dgl-transformer", clip, global_init="zeros")

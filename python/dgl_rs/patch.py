@@ -161,6 +161,13 @@ def embed_frames(visual: nn.Module, images: Tensor) -> Tensor:
     return visual.ln_pre(x)
 
 
+def class_token(visual: nn.Module) -> Tensor:
+    """The class token as every frame's sequence starts it: ``ln_pre(class_embedding +
+    positional_embedding[0])``, ``(D_v,)``."""
+    x = visual.class_embedding + visual.positional_embedding[0].to(visual.class_embedding.dtype)
+    return visual.ln_pre(x.view(1, 1, -1)).view(-1)
+
+
 def project_visual(visual: nn.Module, tokens: Tensor) -> Tensor:
     """ln_post then proj of pooled tokens ``(..., D_v) -> (..., D_out)``."""
     x = visual.ln_post(tokens)

@@ -30,6 +30,8 @@ POSTFIX = ("before_eot", "after_padding")
 POOLS = ("global", "global_mean", "frame_cls_mean", "global_local_mean")
 #: Table 3b, see :class:`dgl_rs.GlobalLocalAttention`.
 ATTENTIONS = ("global_local", "local", "global")
+#: How the global prompts start (see DGL._init_global).
+GLOBAL_INITS = ("random", "cls")
 FORMAT = "dgl-rs-prompts/1"
 
 
@@ -93,6 +95,8 @@ class DGL(nn.Module):
             order (fixes T).
         per_frame_prompts: ``generator="independent"`` only: a different set of frame
             prompts for every frame position (fixes T).
+        global_init: ``"random"`` (VPT's uniform, the paper's) or ``"cls"`` (each global
+            prompt starts as the class token after ``ln_pre``, plus small noise).
 
     With ``generator=None`` there are no local prompts and ``num_frame_prompts`` /
     ``num_text_prompts`` are ignored.
@@ -101,7 +105,7 @@ class DGL(nn.Module):
     #: The constructor's options (what ``config`` records and ``build_method`` accepts).
     OPTIONS = ("num_frames", "generator", "num_global", "num_frame_prompts", "num_text_prompts", "postfix",
                "context_length", "pool", "attention", "linear_direction", "prompt_depth", "temporal_embedding",
-               "per_frame_prompts")
+               "per_frame_prompts", "global_init")
 
     def __init__(
         self,
@@ -119,6 +123,7 @@ class DGL(nn.Module):
         prompt_depth: Optional[int] = None,
         temporal_embedding: bool = False,
         per_frame_prompts: bool = False,
+        global_init: str = "random",
     ) -> None:
         super().__init__()
         visual, text = patch.vision_tower(clip_model), patch.text_tower(clip_model)
@@ -172,6 +177,8 @@ class DGL(nn.Module):
         self.generator_name, self.num_frame_prompts, self.num_text_prompts = gen, n_f, text
         self.postfix, self.pool, self.attention = args["postfix"], args["pool"], args["attention"]
         self.linear_direction = args["linear_direction"]
+        _choice("global_init", args["global_init"], GLOBAL_INITS)
+        self.global_init = args["global_init"]
         self.temporal_embedding, self.per_frame_prompts = args["temporal_embedding"], args["per_frame_prompts"]
 
     def _build_prompts(self, visual: nn.Module, text: patch.TextTower) -> None:
@@ -185,7 +192,7 @@ class DGL(nn.Module):
         d_v, d_t = visual.transformer.width, text.width
         bound = vpt_bound(patch.patch_size(visual), d_v)
         g, n_f, n_t, t = self.num_global, self.num_frame_prompts, self.num_text_prompts, self.num_frames
-        self.global_prompts = nn.Parameter(torch.empty(g, d_v).uniform_(-bound, bound)) if g else None
+        self.global_prompts = nn.Parameter(self._init_global(visual, g, d_v, bound)) if g else None
         if self.generator_name == "linear":
             self.generator = LinearPromptGenerator(layers, n_f, d_v, d_t, bound, self.linear_direction)
         elif self.generator_name == "transformer":
@@ -196,6 +203,18 @@ class DGL(nn.Module):
         else:
             self.generator = None
         self.frame_position = nn.Parameter(torch.zeros(t, d_v)) if self.temporal_embedding else None
+
+    def _init_global(self, visual: nn.Module, g: int, d_v: int, bound: float) -> Tensor:
+        """VPT's uniform init (``"random"``), or ``"cls"``: every global prompt starts as a
+        frame's class token after ``ln_pre`` (plus VPT-uniform noise scaled by 0.1 so the
+        G prompts are not interchangeable), so at step 0 the first global prompt reads the
+        whole video the way CLS reads a frame, and its output is near CLIP's space."""
+        noise = torch.empty(g, d_v).uniform_(-bound, bound)
+        if self.global_init == "random":
+            return noise
+        with torch.no_grad():
+            cls = patch.class_token(visual).float().cpu()
+        return cls.expand(g, -1) + 0.1 * noise
 
     def _place_prompts(self) -> None:
         """Prompts live on the backbone's device, in its dtype if that is float32/float64;
@@ -221,7 +240,7 @@ class DGL(nn.Module):
             postfix=self.postfix, context_length=self.context_length, pool=self.pool,
             attention=self.attention, linear_direction=self.linear_direction,
             prompt_depth=self.prompt_depth, temporal_embedding=self.temporal_embedding,
-            per_frame_prompts=self.per_frame_prompts,
+            per_frame_prompts=self.per_frame_prompts, global_init=self.global_init,
         )
 
     @property

@@ -46,7 +46,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: The TrainConfig fields that are options of the method (None: the method's default).
 METHOD_OPTIONS = ("num_global", "num_frame_prompts", "num_text_prompts", "postfix", "context_length",
                   "pool", "attention", "linear_direction", "prompt_depth", "temporal_embedding",
-                  "per_frame_prompts")
+                  "per_frame_prompts", "global_init")
 
 
 def _f(help: str, default: Any = None, *, flag: Optional[str] = None, **kw: Any):
@@ -105,6 +105,8 @@ class TrainConfig:
                                   False, action="store_true")
     per_frame_prompts: bool = _f("independent generators (vop, dgl-divided): a different set of frame "
                                  "prompts per frame position", False, action="store_true")
+    global_init: Optional[str] = _f("how DGL's global prompts start: 'random' (VPT uniform, the paper's) or "
+                                    "'cls' (the class token; default: the method's)", choices=("random", "cls"))
     num_frames: Optional[int] = _f("frames per video T (default: recipe)", type=int)
     context_length: Optional[int] = _f("text context length in tokens (default: recipe)", type=int)
     # optimisation (spec section 6)
