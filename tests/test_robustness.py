@@ -297,6 +297,14 @@ def test_a_folder_of_broken_videos(tmp_path):
     assert "all 2 test videos were unreadable" in cli_error([*eval_argv, "--on-broken", "skip"])  # ... or skips all
 
 
+def test_training_on_broken_videos_only(folder):
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_text("not a video")
+    (folder / "train.csv").write_text("video,caption\na.mp4,one\nb.mp4,two\n")
+    line = cli_error([*_train_folder(folder), "--batch-size", "2"])
+    assert "every training video was unreadable (2 skipped" in line
+
+
 def test_search_errors(tmp_path):
     index = tmp_path / "index"
     index.mkdir()

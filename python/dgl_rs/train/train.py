@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from ..evaluate import autocast_for
 from ..losses import symmetric_infonce
 from .distributed import DistInfo, all_reduce_grads, gather_with_grad
@@ -306,6 +307,9 @@ def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, schedu
     bar.close()
     if skipped:
         log.warning("epoch %d: skipped %d broken samples", epoch + 1, skipped)
+    if not losses and step > sampler.start_step and not interrupted:
+        raise UsageError(f"epoch {epoch + 1}: every training video was unreadable ({skipped} skipped, each "
+                         "one named in the log): no step trained")
     return EpochResult(
         steps_done=step, global_step=global_step, interrupted=interrupted,
         mean_loss=float(np.mean(losses)) if losses else math.nan,
