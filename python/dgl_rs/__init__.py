@@ -36,7 +36,7 @@ def _check_native() -> None:
 _check_native()
 
 from .attention import GlobalLocalAttention  # noqa: E402
-from .ops.attention import GlobalLocalAttentionFunction, global_local_attention  # noqa: E402
+from .ops.attention import global_local_attention  # noqa: E402
 from .prompts import IndependentPromptGenerator, LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
 from .errors import DglDeviceError, DglDtypeError, DglShapeError, UsageError, VideoDecodeError  # noqa: E402
 from .losses import symmetric_infonce  # noqa: E402
@@ -49,7 +49,6 @@ from . import metrics  # noqa: E402
 __all__ = [
     "__version__",
     "GlobalLocalAttention",
-    "GlobalLocalAttentionFunction",
     "global_local_attention",
     "IndependentPromptGenerator",
     "LinearPromptGenerator",

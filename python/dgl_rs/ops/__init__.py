@@ -1,5 +1,5 @@
 """Native ops with their autograd wiring, and plain-PyTorch references."""
 
-from .attention import GlobalLocalAttentionFunction, global_local_attention
+from .attention import global_local_attention
 
-__all__ = ["GlobalLocalAttentionFunction", "global_local_attention"]
+__all__ = ["global_local_attention"]

@@ -1,12 +1,13 @@
-"""The fused global-local attention: autograd wiring and functional API."""
+"""The fused global-local attention: the ``dgl_rs::global_local_attention`` custom op
+(native forward, explicit native backward, a fake kernel for torch.compile) and the
+functional API."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .. import _native
 
@@ -22,46 +23,75 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-class GlobalLocalAttentionFunction(torch.autograd.Function):
-    """Native forward and explicit native backward.
+# The op is a torch.library custom op with a fake (meta) kernel and a registered
+# autograd formula, so torch.compile traces through it (fullgraph) instead of breaking
+# the graph at every layer; eager mode runs the same native calls.
 
-    Saved for backward (by default): the q/k/v projection ``(batch, seq, 3*dim)``,
-    plus ``x`` only when ``in_proj_weight`` requires grad, in every ``mode``. The
-    backward recomputes the attentions from q/k/v with the fast kernels, so neither
-    the attention output nor a score matrix is kept. With ``recompute_qkv=True`` only
-    ``x`` is saved and the projection is recomputed too (a third of the memory, one
-    more matmul). The weights are the module's own tensors (saving them costs nothing).
+@torch.library.custom_op("dgl_rs::global_local_attention", mutates_args=())
+def _attention_op(x: Tensor, in_proj_weight: Tensor, in_proj_bias: Optional[Tensor], out_proj_weight: Tensor,
+                  out_proj_bias: Optional[Tensor], num_heads: int, num_global: int, num_frames: int, mode: str,
+                  backend: str, need_weights: bool, recompute_qkv: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(out, qkv, weights)``; ``weights`` empty unless ``need_weights``. ``recompute_qkv``
+    changes only what the autograd formula saves."""
+    out, qkv, weights = _native.attention_forward(
+        x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
+        num_heads, num_global, num_frames, mode, backend, need_weights,
+    )
+    return out, qkv, (weights if weights is not None else x.new_empty(0))
 
-    With ``need_weights`` it returns ``(out, weights)``, ``weights`` the global queries'
-    attention probabilities (non-differentiable: no gradient flows through them).
-    """
 
-    @staticmethod
-    def forward(ctx, x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames,
-                mode, backend, recompute_qkv, need_weights=False):
-        out, qkv, weights = _native.attention_forward(
-            x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
-            num_heads, num_global, num_frames, mode, backend, need_weights,
-        )
-        keep_x = recompute_qkv or ctx.needs_input_grad[1]
-        ctx.save_for_backward(x if keep_x else None, None if recompute_qkv else qkv, in_proj_weight, in_proj_bias,
-                              out_proj_weight)
-        ctx.config = (num_heads, num_global, num_frames, mode, backend)
-        if need_weights:
-            ctx.mark_non_differentiable(weights)
-            return out, weights
-        return out
+@_attention_op.register_fake
+def _attention_fake(x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global,
+                    num_frames, mode, backend, need_weights, recompute_qkv):
+    b, s, d = x.shape
+    weights = x.new_empty(b, num_heads, num_global, s) if need_weights else x.new_empty(0)
+    return x.new_empty(b, s, d), x.new_empty(b, s, 3 * d), weights
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out, *_weights_grad):
-        x, qkv, w_in, b_in, w_out = ctx.saved_tensors
-        num_heads, num_global, num_frames, mode, backend = ctx.config
-        needs = tuple(bool(n) for n in ctx.needs_input_grad[:5])
-        grads = _native.attention_backward(
-            grad_out.contiguous(), x, qkv, w_in, b_in, w_out, num_heads, num_global, num_frames, mode, needs, backend,
-        )
-        return (*grads, None, None, None, None, None, None, None)
+
+@torch.library.custom_op("dgl_rs::global_local_attention_backward", mutates_args=())
+def _attention_backward_op(grad_out: Tensor, x: Optional[Tensor], qkv: Optional[Tensor], in_proj_weight: Tensor,
+                           in_proj_bias: Optional[Tensor], out_proj_weight: Tensor, num_heads: int, num_global: int,
+                           num_frames: int, mode: str, needs: List[bool], backend: str) -> List[Tensor]:
+    """The five gradients (x, in_proj w/b, out_proj w/b); an empty tensor where not needed."""
+    grads = _native.attention_backward(
+        grad_out.contiguous(), x, qkv, in_proj_weight, in_proj_bias, out_proj_weight, num_heads, num_global,
+        num_frames, mode, tuple(needs), backend,
+    )
+    return [g if g is not None else grad_out.new_empty(0) for g in grads]
+
+
+@_attention_backward_op.register_fake
+def _attention_backward_fake(grad_out, x, qkv, in_proj_weight, in_proj_bias, out_proj_weight, num_heads,
+                             num_global, num_frames, mode, needs, backend):
+    d = grad_out.shape[-1]
+    shapes = [grad_out.shape, in_proj_weight.shape, (3 * d,), out_proj_weight.shape, (d,)]
+    return [grad_out.new_empty(shape if need else (0,)) for need, shape in zip(needs, shapes)]
+
+
+def _setup_context(ctx, inputs, output):
+    """Saved for backward (by default): the q/k/v projection ``(batch, seq, 3*dim)``, plus
+    ``x`` only when ``in_proj_weight`` requires grad, in every ``mode``. The backward
+    recomputes the attentions from q/k/v with the fast kernels, so neither the attention
+    output nor a score matrix is kept. With ``recompute_qkv`` only ``x`` is saved and the
+    projection is recomputed too. The weights are the module's own tensors (saving them
+    costs nothing)."""
+    x, w_in, b_in, w_out, _, num_heads, num_global, num_frames, mode, backend, _, recompute = inputs
+    keep_x = recompute or w_in.requires_grad
+    ctx.save_for_backward(x if keep_x else None, None if recompute else output[1], w_in, b_in, w_out)
+    ctx.config = (num_heads, num_global, num_frames, mode, backend)
+
+
+def _backward(ctx, grad_out, _grad_qkv, _grad_weights):
+    x, qkv, w_in, b_in, w_out = ctx.saved_tensors
+    num_heads, num_global, num_frames, mode, backend = ctx.config
+    needs = [bool(n) for n in ctx.needs_input_grad[:5]]
+    grads = _attention_backward_op(grad_out, x, qkv, w_in, b_in, w_out, num_heads, num_global, num_frames, mode,
+                                   needs, backend)
+    grads = [g if need else None for g, need in zip(grads, needs)]
+    return (*grads, None, None, None, None, None, None, None)
+
+
+_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def global_local_attention(
@@ -132,21 +162,22 @@ def global_local_attention(
     if not isinstance(x, Tensor):
         raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}")
     check_mode(mode)
+    for name, value in (("num_heads", num_heads), ("num_global", num_global), ("num_frames", num_frames)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"`backend` must be one of {_BACKENDS}, got {backend!r}")
     device_type = x.device.type
+    args = (x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias)
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
-
-        def cast(t):
-            return t if t is None or not t.is_floating_point() else t.to(dtype)
-
+        args = tuple(t if t is None or not t.is_floating_point() else t.to(dtype) for t in args)
         with torch.autocast(device_type, enabled=False):
-            return GlobalLocalAttentionFunction.apply(
-                cast(x), cast(in_proj_weight), cast(in_proj_bias), cast(out_proj_weight), cast(out_proj_bias),
-                num_heads, num_global, num_frames, mode, backend, recompute_qkv, bool(need_weights),
-            )
-    return GlobalLocalAttentionFunction.apply(
-        x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads, num_global, num_frames, mode,
-        backend, recompute_qkv, bool(need_weights),
-    )
+            return _call(args, num_heads, num_global, num_frames, mode, backend, recompute_qkv, need_weights)
+    return _call(args, num_heads, num_global, num_frames, mode, backend, recompute_qkv, need_weights)
+
+
+def _call(args, num_heads, num_global, num_frames, mode, backend, recompute_qkv, need_weights):
+    out, _, weights = _attention_op(*args, num_heads, num_global, num_frames, mode, backend, bool(need_weights),
+                                    bool(recompute_qkv))
+    return (out, weights) if need_weights else out
