@@ -285,6 +285,7 @@ def test_train_dgl_on_synthetic_static_split(tmp_path, capsys):
 
     capsys.readouterr()
     assert cli(["eval", "--prompts", str(run), "--dataset", "synthetic", "--synthetic-split", "static",
+                "--synthetic-videos", "96",  # the run's training split: QB-Norm's banks
                 "--synthetic-eval-videos", "48", "--device", "cpu", "--no-progress", "--qb-norm", "--dsl",
                 "--out", str(tmp_path / "eval.json")]) == 0
     out = capsys.readouterr().out
@@ -293,4 +294,5 @@ def test_train_dgl_on_synthetic_static_split(tmp_path, capsys):
     from dgl_rs.evaluate import flatten_report
 
     assert flatten_report(ev["raw"]) == pytest.approx(flatten_report(res["results"]["static"]["raw"]))
-    assert set(ev) >= {"raw", "qb_norm", "dsl"} and set(ev["qb_norm"]) == {"t2v"}
+    assert set(ev) >= {"raw", "qb_norm", "qb_norm_released", "dsl"}
+    assert set(ev["qb_norm"]) == set(ev["qb_norm_released"]) == {"t2v", "v2t"}

@@ -3,8 +3,9 @@
 DGL's similarity is a plain cosine (no query-dependent re-weighting), so the
 (captions x videos) score matrix is one matrix product of embeddings computed once per
 caption and once per video. Metrics come from :mod:`dgl_rs.metrics`
-(``retrieval_report``); QB-Norm (query bank = training captions, only when given) and
-dual softmax (DSL) are reported separately from the raw scores, never mixed in.
+(``retrieval_report``); QB-Norm (both directions: banks of training captions and training
+videos, only when given; the paper's setting and the released script's variant) and dual
+softmax (DSL) are reported separately from the raw scores, never mixed in.
 """
 
 from __future__ import annotations
@@ -139,29 +140,47 @@ def similarity(text_emb: torch.Tensor, video_emb: torch.Tensor) -> np.ndarray:
     return sim.cpu().numpy() if isinstance(sim, torch.Tensor) else np.asarray(sim)
 
 
+#: QB-Norm as its paper sets it (cosine similarities): k=1, beta=20, every top-1 of a
+#: bank query activates its item.
+QB_NORM = dict(k=1, beta=20.0, min_count=(1, 1))
+#: The DGL authors' released evaluation script (``search_for_best_r1_with_qb_norm.py``): on
+#: logits (``logit_scale * cosine``), k=1, beta=0.87, an item activated only when it is the
+#: top-1 of at least 3 (text->video) / 5 (video->text) bank queries. Those are the script's
+#: defaults, used as fixed constants here; the script itself picks beta by sweeping R@1 on
+#: the TEST split, which dgl-rs never does.
+QB_NORM_RELEASED = dict(k=1, beta=0.87, min_count=(3, 5))
+
+
 def report_from_embeddings(text_emb: torch.Tensor, video_emb: torch.Tensor,
                            caption_to_video: np.ndarray, *,
                            bank_emb: Optional[torch.Tensor] = None,
-                           dsl: bool = False, logit_scale: float = 100.0) -> dict[str, Any]:
-    """``{"raw": report, ["qb_norm": report], ["dsl": report]}`` from normalised embeddings.
+                           dsl: bool = False, logit_scale: float = 100.0,
+                           video_bank_emb: Optional[torch.Tensor] = None) -> dict[str, Any]:
+    """``{"raw": report, ["qb_norm": report, "qb_norm_released": report], ["dsl": report]}``
+    from normalised embeddings.
 
     ``report`` is ``dgl_rs.metrics.retrieval_report``'s dict (``{"t2v": {"R@1", ...},
     "v2t": {...}}``).
 
-    * QB-Norm (only when ``bank_emb``, the embeddings of the query bank = the training
-      captions, is given): ``qb_norm(sim, bank @ videos.T)`` re-scores each caption row,
-      so rows end up on different scales and only text->video is defined; the
-      ``qb_norm`` report has ``t2v`` only (a video->text QB-Norm would need a bank of
-      training videos).
+    * QB-Norm (only with a bank; both banks come from the TRAINING split): text->video
+      re-scores each test caption's row with ``bank_emb`` (training captions),
+      video->text each test video's row with ``video_bank_emb`` (training videos);
+      a direction without its bank is left out (:func:`dgl_rs.metrics.qb_norm_report`).
+      ``qb_norm`` uses :data:`QB_NORM` on cosines, ``qb_norm_released`` the released
+      script's variant :data:`QB_NORM_RELEASED` on the logits ``logit_scale * sim``.
     * DSL: dual softmax on the logits ``logit_scale * sim`` (temperature 1, as in the
       public DSL inference code), softmax over captions for t2v and over videos for v2t.
     """
     c2v = np.asarray(caption_to_video, dtype=np.int64)
     sim = similarity(text_emb, video_emb)
     out: dict[str, Any] = {"raw": metrics.retrieval_report(sim, caption_to_video=c2v)}
-    if bank_emb is not None:
-        bank_sim = similarity(bank_emb, video_emb)
-        out["qb_norm"] = {"t2v": metrics.t2v(metrics.qb_norm(sim, bank_sim), c2v)}
+    if bank_emb is not None or video_bank_emb is not None:
+        banks = {"text_bank": None if bank_emb is None else similarity(bank_emb, video_emb),
+                 "video_bank": None if video_bank_emb is None else similarity(video_bank_emb, text_emb)}
+        out["qb_norm"] = metrics.qb_norm_report(sim, c2v, **banks, **QB_NORM)
+        scale = np.float32(logit_scale)
+        logits = {k: None if v is None else v * scale for k, v in banks.items()}
+        out["qb_norm_released"] = metrics.qb_norm_report(sim * scale, c2v, **logits, **QB_NORM_RELEASED)
     if dsl:
         logits = (sim * np.float32(logit_scale)).astype(np.float32)
         out["dsl"] = metrics.dual_softmax_report(logits, c2v, temperature=1.0)
@@ -171,14 +190,17 @@ def report_from_embeddings(text_emb: torch.Tensor, video_emb: torch.Tensor,
 def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size: int = 32,
              workers: int = 0, precision: str = "fp32", context_length: int = 32,
              query_bank: Optional[Sequence[str]] = None, dsl: bool = False,
-             progress: bool = True, video_loader=None, name: str = "test") -> dict[str, Any]:
+             progress: bool = True, video_loader=None, name: str = "test",
+             video_bank=None) -> dict[str, Any]:
     """Embed ``eval_set`` once and return :func:`report_from_embeddings`'s dict plus
     ``num_videos`` / ``num_captions``.
 
     ``eval_set``: a :class:`dgl_rs.data.EvalSet` (videos via its ``make_loader``), or any
     object with ``captions``, ``caption_to_video`` and ``videos`` (a dataset of frames);
     ``video_loader`` overrides where the videos come from. Videos the loader skipped
-    (broken, with ``on_error="skip"``) are left out together with their captions."""
+    (broken, with ``on_error="skip"``) are left out together with their captions.
+    ``query_bank`` (training captions) and ``video_bank`` (the training videos, an
+    ``EvalSet`` or a dataset of frames) are QB-Norm's banks."""
     if video_loader is not None:
         videos = video_loader
     elif hasattr(eval_set, "make_loader"):  # dgl_rs.data.EvalSet: skips/raises on broken videos
@@ -208,9 +230,16 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
         bank_emb = encode_texts(model, list(query_bank), context_length=context_length,
                                 device=device, precision=precision, progress=progress,
                                 desc="query bank")
+    video_bank_emb = None
+    if video_bank is not None:
+        bank_videos = (video_bank.make_loader(batch_size=batch_size, workers=workers)
+                       if hasattr(video_bank, "make_loader") else video_bank)
+        video_bank_emb = encode_videos(model, bank_videos, device=device, batch_size=batch_size,
+                                       workers=workers, precision=precision, progress=progress,
+                                       desc="video bank")
     scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
     out = report_from_embeddings(text_emb, video_emb, c2v, bank_emb=bank_emb, dsl=dsl,
-                                 logit_scale=scale)
+                                 logit_scale=scale, video_bank_emb=video_bank_emb)
     out["num_videos"] = int(video_emb.shape[0])
     out["num_captions"] = int(text_emb.shape[0])
     if skipped > 0:

@@ -63,6 +63,7 @@ __all__ = [
     "dual_softmax",
     "dual_softmax_report",
     "qb_norm",
+    "qb_norm_report",
 ]
 
 #: The metric names, in report order.
@@ -367,7 +368,7 @@ def dual_softmax_report(
     }
 
 
-def qb_norm(sim: Matrix, bank: Matrix, *, k: int = 1, beta: float = 20.0) -> Matrix:
+def qb_norm(sim: Matrix, bank: Matrix, *, k: int = 1, beta: float = 20.0, min_count: int = 1) -> Matrix:
     """QB-Norm with the dynamic inverted softmax (Bogolin et al., CVPR 2022).
 
     Args:
@@ -377,6 +378,10 @@ def qb_norm(sim: Matrix, bank: Matrix, *, k: int = 1, beta: float = 20.0) -> Mat
         k: a gallery item is "activated" when it is among the top ``k`` of at least
             one bank query (ties: lower index first). Paper default 1.
         beta: inverse temperature. Paper default 20 (for cosine similarities).
+        min_count: activate an item only when it is among the top ``k`` of at least
+            ``min_count`` bank queries (``1 <= min_count <= bank queries``). 1 is the
+            paper's QB-Norm; the DGL authors' released evaluation script uses 3
+            (text->video) and 5 (video->text) (its ``theta``).
 
     Returns:
         Same shape/type as ``sim``. Row ``i`` whose top-1 item (first maximum) is
@@ -386,7 +391,7 @@ def qb_norm(sim: Matrix, bank: Matrix, *, k: int = 1, beta: float = 20.0) -> Mat
         different scales afterwards: rank along rows (``t2v``) only. For
         video->text, pass ``sim.T`` and a bank of training videos vs test captions.
     """
-    k, beta = _check_int("k", k), _check_real("beta", beta)
+    k, beta, min_count = _check_int("k", k), _check_real("beta", beta), _check_int("min_count", min_count)
     s = _matrix(sim, "sim", "(queries, gallery)")
     b = _matrix(bank, "bank", "(bank queries, gallery)")
     if isinstance(b, torch.Tensor):
@@ -396,9 +401,38 @@ def qb_norm(sim: Matrix, bank: Matrix, *, k: int = 1, beta: float = 20.0) -> Mat
     else:
         dtype = s.dtype
     b = np.ascontiguousarray(b, dtype=dtype)
-    out = _postprocess(lambda a, bb, kk, be: _native.qb_norm(a, bb, kk, be), s, b, k, beta)
+    out = _postprocess(lambda a, bb, kk, be: _native.qb_norm(a, bb, kk, be, min_count), s, b, k, beta)
     finite = torch.isfinite(out).all() if isinstance(out, torch.Tensor) else np.isfinite(out).all()
     if not finite:
         raise ValueError(f"`beta`={beta!r} overflows {np.dtype(dtype).name}: beta * similarity must stay "
                          "below its largest value (lower beta, or pass float64 scores)")
+    return out
+
+
+def qb_norm_report(
+    sim: Matrix,
+    caption_to_video: CaptionMap = None,
+    *,
+    text_bank: Optional[Matrix] = None,
+    video_bank: Optional[Matrix] = None,
+    k: int = 1,
+    beta: float = 20.0,
+    min_count: "tuple[int, int]" = (1, 1),
+    chunk: int = DEFAULT_CHUNK,
+) -> Report:
+    """QB-Norm in both directions, each from its own bank of the TRAINING split.
+
+    ``sim``: (test captions, test videos). text->video re-scores ``sim`` with
+    ``text_bank`` (training captions x test videos); video->text re-scores ``sim.T`` with
+    ``video_bank`` (training videos x test captions), then ranks as :func:`v2t` does.
+    A direction whose bank is None is left out. ``min_count`` is ``(t2v, v2t)``
+    (:func:`qb_norm`)."""
+    out: Report = {}
+    if text_bank is not None:
+        out["t2v"] = t2v(qb_norm(sim, text_bank, k=k, beta=beta, min_count=min_count[0]), caption_to_video,
+                         chunk=chunk)
+    if video_bank is not None:
+        s = _matrix(sim, "sim")
+        normed = qb_norm(s.T, video_bank, k=k, beta=beta, min_count=min_count[1])
+        out["v2t"] = v2t(normed.T, caption_to_video, chunk=chunk)
     return out

@@ -164,26 +164,27 @@ fn py_dual_softmax<'py>(
 }
 
 #[pyfunction]
-#[pyo3(name = "qb_norm", signature = (sim, bank, k, beta))]
+#[pyo3(name = "qb_norm", signature = (sim, bank, k, beta, min_count=1))]
 fn py_qb_norm<'py>(
     py: Python<'py>,
     sim: PySim<'py>,
     bank: PySim<'py>,
     k: usize,
     beta: f64,
+    min_count: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     Ok(match (sim, bank) {
         (PySim::F32(a), PySim::F32(b)) => {
             let (s, b) = (a.as_array(), b.as_array());
             let out: ndarray::Array2<f32> = py
-                .allow_threads(move || metrics::qb_norm(s, b, k, beta))
+                .allow_threads(move || metrics::qb_norm_min_count(s, b, k, beta, min_count))
                 .map_err(to_py)?;
             PyArray2::from_owned_array(py, out).into_any()
         }
         (PySim::F64(a), PySim::F64(b)) => {
             let (s, b) = (a.as_array(), b.as_array());
             let out: ndarray::Array2<f64> = py
-                .allow_threads(move || metrics::qb_norm(s, b, k, beta))
+                .allow_threads(move || metrics::qb_norm_min_count(s, b, k, beta, min_count))
                 .map_err(to_py)?;
             PyArray2::from_owned_array(py, out).into_any()
         }

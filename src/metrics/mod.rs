@@ -39,7 +39,7 @@ pub mod tensor;
 
 mod check;
 
-pub use postprocess::{dual_softmax, qb_norm};
+pub use postprocess::{dual_softmax, qb_norm, qb_norm_min_count};
 pub use ranks::{ranks_t2v, ranks_v2t};
 pub use recall::{mean_rank, median_rank, recall_at_k, summarize_ranks, RetrievalMetrics};
 pub use tensor::{ranks_chunked, ranks_t2v_tensor, ranks_v2t_tensor, similarity_chunked};

@@ -224,6 +224,20 @@ pub fn qb_norm<F: Score>(
     k: usize,
     beta: f64,
 ) -> Result<Array2<F>> {
+    qb_norm_min_count(sim, bank, k, beta, 1)
+}
+
+/// [`qb_norm`] with a stricter activation set: a gallery item is activated when it is
+/// among the top `k` of at least `min_count` bank queries (`1 <= min_count <= bank
+/// queries`; 1 is [`qb_norm`]). The DGL authors' released evaluation script uses this
+/// "threshold" variant (its `theta`: 3 for text->video, 5 for video->text).
+pub fn qb_norm_min_count<F: Score>(
+    sim: ArrayView2<'_, F>,
+    bank: ArrayView2<'_, F>,
+    k: usize,
+    beta: f64,
+    min_count: usize,
+) -> Result<Array2<F>> {
     let (n_queries, n_gallery) = check_matrix("sim", &sim)?;
     let bank_shape = bank.shape();
     match bank_shape {
@@ -244,15 +258,22 @@ pub fn qb_norm<F: Score>(
     }
     let beta = check_positive("beta", beta)?;
     let bank_rows: Vec<ArrayView1<'_, F>> = bank.outer_iter().collect();
+    if min_count < 1 || min_count > bank_rows.len() {
+        return Err(DglError::value(
+            "min_count",
+            format!("must be in [1, {}] (the bank queries), got {min_count}", bank_rows.len()),
+        ));
+    }
     // Also checks that `bank` is finite.
     let lse = column_logsumexp("bank", &bank_rows, n_gallery, beta)?;
-    let mut activated = vec![false; n_gallery];
+    let mut counts = vec![0usize; n_gallery];
     let tops: Vec<Vec<usize>> = bank_rows.par_iter().map(|row| top_k(row, k)).collect();
     for j in tops.into_iter().flatten() {
-        if let Some(a) = activated.get_mut(j) {
-            *a = true;
+        if let Some(c) = counts.get_mut(j) {
+            *c += 1;
         }
     }
+    let activated: Vec<bool> = counts.iter().map(|&c| c >= min_count).collect();
     let rows: Vec<ArrayView1<'_, F>> = sim.outer_iter().collect();
     fill_rows(n_queries, n_gallery, |i, out| {
         let row = rows
@@ -303,5 +324,22 @@ mod tests {
         assert!((out[[0, 0]] - (0.9 - l0)).abs() < 1e-12);
         assert!((out[[0, 1]] - (0.1 - l1)).abs() < 1e-12);
         assert_eq!(out.row(1).to_vec(), vec![0.2, 0.8]);
+    }
+
+    #[test]
+    fn qb_norm_min_count_activates_only_frequent_hubs() {
+        // bank top-1: gallery 0 twice, gallery 1 once
+        let bank = array![[1.0f64, 0.0], [0.5, 0.0], [0.0, 1.0]];
+        let sim = array![[0.9f64, 0.1], [0.2, 0.8]];
+        let once = qb_norm_min_count(sim.view(), bank.view(), 1, 1.0, 1).unwrap();
+        let twice = qb_norm_min_count(sim.view(), bank.view(), 1, 1.0, 2).unwrap();
+        assert_eq!(once, qb_norm(sim.view(), bank.view(), 1, 1.0).unwrap());
+        assert_ne!(once.row(1).to_vec(), vec![0.2, 0.8]); // gallery 1 is activated once
+        assert_eq!(twice.row(0), once.row(0)); // gallery 0: twice
+        assert_eq!(twice.row(1).to_vec(), vec![0.2, 0.8]); // gallery 1: not twice
+        for bad in [0, 4] {
+            let err = qb_norm_min_count(sim.view(), bank.view(), 1, 1.0, bad).unwrap_err();
+            assert!(err.to_string().contains("`min_count`"), "{err}");
+        }
     }
 }

@@ -33,7 +33,7 @@ def build_eval_parser(prog: str = "dgl-rs eval") -> argparse.ArgumentParser:
         "reported separately.")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="prompts.safetensors of a run (any method), a training "
-                     "checkpoint, or a run folder")
+                     "checkpoint, a run folder, or official:PATH (a checkpoint released with the DGL paper)")
     src.add_argument("--zero-shot", action="store_true",
                      help="evaluate the frozen backbone with mean pooling of frame features")
     parser.add_argument("--out", help="write the results JSON here (default: eval-DATASET.json, "
@@ -113,8 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bundle = build_data(cfg, preprocess_cfg, None, info, train=False)
     results = {name: evaluate(model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
                               workers=cfg.workers, precision=precision, context_length=cfg.context_length,
-                              query_bank=bundle.query_bank, dsl=cfg.dsl, progress=not cfg.no_progress,
-                              name=name)
+                              query_bank=bundle.query_bank, video_bank=bundle.video_bank, dsl=cfg.dsl,
+                              progress=not cfg.no_progress, name=name)
                for name, eval_set in bundle.evals.items()}
     print(format_table({f"{name} {kind}": rep for name, res in results.items()
                         for kind, rep in res.items() if isinstance(rep, dict)}))

@@ -17,7 +17,7 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video_dir", metavar="VIDEO_DIR", help="folder of videos (searched recursively)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="prompts.safetensors of a training run, a training "
-                     "checkpoint, or a run folder")
+                     "checkpoint, a run folder, or official:PATH (a checkpoint released with the DGL paper)")
     src.add_argument("--zero-shot", action="store_true",
                      help="no prompts: the frozen backbone with mean pooling of frame features")
     p.add_argument("--out", required=True, metavar="INDEX", help="index folder to write (new or "

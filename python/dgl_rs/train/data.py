@@ -24,7 +24,8 @@ class DataBundle:
     train: Any  # map-style dataset of one (frames, caption tokens) pair per item
     collate_fn: Any = None  # collate for train batches (drops broken samples)
     evals: dict = field(default_factory=dict)  # name -> EvalSet
-    query_bank: Optional[list] = None  # training captions (QB-Norm bank)
+    query_bank: Optional[list] = None  # training captions (QB-Norm bank, text->video)
+    video_bank: Any = None  # training videos as an EvalSet (QB-Norm bank, video->text)
 
 
 # Train / test split names of each reader (spec section 7: MSR-VTT 9k / 1k-A, VATEX,
@@ -80,8 +81,8 @@ def data_transform(cfg: TrainConfig, preprocess_cfg):
 
 def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo,
                train: bool = True) -> DataBundle:
-    """Training pairs (``train``), evaluation set(s) and (with --qb-norm) the query bank
-    (the training captions)."""
+    """Training pairs (``train``), evaluation set(s) and (with --qb-norm) QB-Norm's banks:
+    the training captions and the training videos (never the test split's)."""
     transform, tok = data_transform(cfg, preprocess_cfg)
     train_err = cfg.on_broken or "skip"
     eval_err = cfg.on_broken or "raise"
@@ -90,14 +91,18 @@ def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo,
     evals = {"test": D.EvalSet(read_records(cfg, False), cfg.num_frames, transform,
                                tokenizer=tok, on_error=eval_err)}
     if not train:
-        bank = None
+        bank = video_bank = None
         if cfg.qb_norm:
-            bank = [c for r in read_records(cfg, True) for c in r.captions]
-        return DataBundle(train=None, evals=evals, query_bank=bank)
+            records = read_records(cfg, True)
+            bank = [c for r in records for c in r.captions]
+            video_bank = D.EvalSet(records, cfg.num_frames, transform, tokenizer=tok, on_error="skip")
+        return DataBundle(train=None, evals=evals, query_bank=bank, video_bank=video_bank)
     pairs = D.TrainPairs(read_records(cfg, True), cfg.num_frames, transform, tok,
                          on_error=train_err)
     return DataBundle(train=pairs, collate_fn=D.collate_skip, evals=evals,
-                      query_bank=pairs.captions if cfg.qb_norm else None)
+                      query_bank=pairs.captions if cfg.qb_norm else None,
+                      video_bank=D.EvalSet(pairs.records, cfg.num_frames, transform, tokenizer=tok,
+                                           on_error="skip") if cfg.qb_norm else None)
 
 
 SYNTHETIC_EVAL_SEED_OFFSET = 1000  # test videos come from another seed than training
@@ -119,6 +124,9 @@ def build_synthetic_data(cfg: TrainConfig, transform, tok, train_err: str,
                                           train=False, **kw)
              for split in splits}
     return DataBundle(train=train, collate_fn=collate_skip, evals=evals,
-                      query_bank=train.captions if cfg.qb_norm else None)
+                      query_bank=train.captions if cfg.qb_norm else None,
+                      video_bank=SyntheticVideoDataset(train_split, cfg.synthetic_videos * len(splits),
+                                                       seed=cfg.synthetic_seed, train=False, **kw)
+                      if cfg.qb_norm else None)
 
 

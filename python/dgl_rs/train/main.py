@@ -106,14 +106,15 @@ def run_evaluation(model, bundle: DataBundle, cfg: TrainConfig, info: DistInfo,
             results[name] = evaluate(
                 model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
                 workers=cfg.workers, precision=precision, context_length=cfg.context_length,
-                query_bank=bundle.query_bank if cfg.qb_norm else None, dsl=cfg.dsl,
+                query_bank=bundle.query_bank if cfg.qb_norm else None,
+                video_bank=bundle.video_bank if cfg.qb_norm else None, dsl=cfg.dsl,
                 progress=not cfg.no_progress, name=name)
     return results
 
 
 def log_results(results: dict[str, Any]) -> None:
     for name, res in results.items():
-        for kind in ("raw", "qb_norm", "dsl"):
+        for kind in ("raw", "qb_norm", "qb_norm_released", "dsl"):
             if kind not in res:
                 continue
             for direction, r in res[kind].items():

@@ -129,7 +129,8 @@ class TrainConfig:
                          1, type=int)
     eval_batch_size: int = _f("videos per batch when computing evaluation embeddings", 32,
                               type=int)
-    qb_norm: bool = _f("also report QB-Norm (query bank = training captions)", False,
+    qb_norm: bool = _f("also report QB-Norm, both directions (banks: the training captions and "
+                       "training videos), as its paper sets it and as the DGL release's script does", False,
                        action="store_true")
     dsl: bool = _f("also report dual-softmax (DSL) post-processing", False, action="store_true")
     # run
