@@ -58,23 +58,24 @@ def plot_global_attention(frames: Tensor, attention: GlobalAttentionMap, *, titl
     if len(titles) != b:
         raise ValueError(f"`titles`: {len(titles)} for {b} videos")
     heat, mass = attention.patch_grid().float().cpu().numpy(), attention.frames.float().cpu().numpy()
-    fig = Figure(figsize=(max(6.0, frame_inches * t), 0.4 + 1.9 * max(frame_inches, 1.2) * b), layout="constrained")
-    rows = fig.add_gridspec(2 * b, t, height_ratios=[1.0, 0.55] * b)
+    width = max(6.0, frame_inches * t)
+    fig = Figure(figsize=(width, 0.3 + (width / t + 1.2) * b), layout="constrained")
     top = 1.05 * float(mass.max()) if mass.size else 1.0
-    for i in range(b):
-        _draw_video(fig, rows, i, denormalise(frames[i], mean, std), heat[i], alpha, cmap)
-        _draw_bars(fig.add_subplot(rows[2 * i + 1, :]), mass[i], float(attention.on_global[i]), top)
+    for i, sub in enumerate(np.atleast_1d(fig.subfigures(b, 1))):
+        rows = sub.add_gridspec(2, t, height_ratios=[1.0, 0.9])
+        _draw_video(sub, rows, denormalise(frames[i], mean, std), heat[i], alpha, cmap)
+        _draw_bars(sub.add_subplot(rows[1, :]), mass[i], float(attention.on_global[i]), top)
         if titles[i]:
-            fig.axes[-t - 1].set_title(titles[i], loc="left", fontsize=9)
+            sub.suptitle(titles[i], fontsize=9, x=0.01, ha="left")
     query = attention.query if attention.query == "mean" else f"global prompt {attention.query}"
     fig.suptitle(f"{query}, visual block {attention.layer}: attention over the frames", fontsize=9)
     return fig
 
 
-def _draw_video(fig, rows, i: int, images: np.ndarray, heat: np.ndarray, alpha: float, cmap: str) -> None:
+def _draw_video(fig, rows, images: np.ndarray, heat: np.ndarray, alpha: float, cmap: str) -> None:
     vmax = float(heat.max()) or 1.0
     for f, (img, h) in enumerate(zip(images, heat)):
-        ax = fig.add_subplot(rows[2 * i, f])
+        ax = fig.add_subplot(rows[0, f])
         height, width = img.shape[:2]
         ax.imshow(img)
         ax.imshow(h, cmap=cmap, alpha=alpha, vmin=0.0, vmax=vmax, interpolation="bilinear",
