@@ -180,4 +180,5 @@ def global_local_attention(
 def _call(args, num_heads, num_global, num_frames, mode, backend, recompute_qkv, need_weights):
     out, _, weights = _attention_op(*args, num_heads, num_global, num_frames, mode, backend, bool(need_weights),
                                     bool(recompute_qkv))
-    return (out, weights) if need_weights else out
+    # The backward ignores the weights' gradient: detach them rather than let one be dropped silently.
+    return (out, weights.detach()) if need_weights else out
