@@ -465,17 +465,25 @@ def test_the_memory_estimate_uses_the_dgl_defaults():
     assert {k: params[k].default for k in SIZES} == SIZES
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="DGL.__init__ (methods/dgl.py, owned elsewhere) does "
-                   "not call dgl_rs.memory.check_memory yet: only build_method/load_model refuse huge counts")
 def test_dgl_itself_refuses_huge_counts_up_front(clip):
     with pytest.raises(UsageError, match="GiB"):
         dgl_rs.DGL(clip, num_frames=10**12)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="methods/pooling.py (owned elsewhere): seqTransf with "
-                   "temporal_init='text' copies text positions[:num_frames], a RuntimeError for more frames")
 def test_seqtransf_with_more_frames_than_text_positions(clip):
     try:  # either works or is refused with a ValueError naming the limit
         build_method(clip, "full-finetune-seqtransf", num_frames=40)  # synthetic-tiny has 32 text positions
     except ValueError:
         pass
+
+
+def test_attention_counts_must_be_ints_not_bools():
+    mha = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    with pytest.raises(TypeError, match="num_global"):
+        dgl_rs.GlobalLocalAttention.from_mha(mha, num_global=True, num_frames=2)
+    with pytest.raises(TypeError, match="num_frames"):
+        dgl_rs.GlobalLocalAttention.from_mha(mha, num_global=1, num_frames=2.0)
+    x = torch.randn(1, 5, 8)
+    with pytest.raises(TypeError, match="num_heads"):
+        dgl_rs.global_local_attention(x, mha.in_proj_weight, mha.in_proj_bias, mha.out_proj.weight,
+                                      mha.out_proj.bias, True, 1, 2)

@@ -67,6 +67,9 @@ class GlobalLocalAttention(nn.Module):
             raise ValueError("`mha` with add_bias_kv or add_zero_attn is not supported")
         if mha.dropout:
             raise ValueError(f"`mha` must have dropout=0 (got {mha.dropout}); prompt tuning uses a frozen backbone")
+        for name, value in (("num_global", num_global), ("num_frames", num_frames)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
         if num_global < 0:
             raise ValueError(f"`num_global` must be >= 0, got {num_global}")
         if num_frames < 1:

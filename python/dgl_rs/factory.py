@@ -80,7 +80,6 @@ def build_method(clip: nn.Module, method: str, num_frames: int = 12, **options: 
         if key in spec.pinned and _normal(value) != _normal(spec.pinned[key]):
             raise ValueError(f"method {method!r} fixes `{key}` to {spec.pinned[key]!r}; got {value!r}")
     kwargs = {**spec.defaults, **options, **spec.pinned, "num_frames": num_frames}
-    check_memory(clip, kwargs)
     model = spec.cls(clip, **kwargs)
     model._method = method
     return model

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from .. import patch
+from ..memory import check_memory
 from ..attention_maps import GlobalAttentionMap, global_attention_map
 from ..files import atomic_write_bytes, safetensors_bytes
 from ..prompts import (LINEAR_DIRECTIONS, IndependentPromptGenerator, LinearPromptGenerator,
@@ -128,6 +129,7 @@ class DGL(nn.Module):
         super().__init__()
         visual, text = patch.vision_tower(clip_model), patch.text_tower(clip_model)
         self._set_config(locals(), text.context_length)
+        check_memory(clip_model, DGL.config.fget(self))  # before any allocation: a typo must not OOM the machine
         self.clip = clip_model
         self.freeze_backbone()
         # Plain references (not submodules): the towers are already registered under `clip`.

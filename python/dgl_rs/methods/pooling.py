@@ -57,7 +57,8 @@ class TemporalPooling(DGL):
             return
         for blk, src in zip(self.temporal.blocks, text_blocks):
             blk.load_state_dict(src.state_dict())
-        self.temporal.position.data.copy_(self._text.positional_embedding[: self.num_frames])
+        n = min(self.num_frames, self._text.positional_embedding.shape[0])
+        self.temporal.position.data[:n] = self._text.positional_embedding[:n]  # more frames: the rest stay random
 
     @property
     def config(self) -> dict:
