@@ -20,11 +20,11 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import metrics
 from .errors import UsageError
 from .files import atomic_write_text
+from .progress import progress_bar
 from .text import tokenize
 
 log = logging.getLogger("dgl_rs.evaluate")
@@ -85,8 +85,8 @@ def encode_videos(model, videos, *, device: torch.device | str = "cpu", batch_si
     out, indices = [], []
     seen = 0
     try:
-        for batch in tqdm(batches, total=total, desc=f"encode {desc}", unit="batch",
-                          disable=not progress, leave=False, dynamic_ncols=True):
+        for batch in progress_bar(batches, total=total, desc=f"encode {desc}", unit="batch",
+                                  enabled=progress, leave=False, dynamic_ncols=True):
             frames = _frames_of(batch).to(device, non_blocking=True)
             with autocast_for(precision, device):
                 emb = model.encode_video(frames)
@@ -121,8 +121,8 @@ def encode_texts(model, texts: Sequence[str] | torch.Tensor, *, context_length: 
     out = []
     try:
         starts = range(0, tokens.shape[0], batch_size)
-        for lo in tqdm(starts, desc=f"encode {desc}", unit="batch", disable=not progress,
-                       leave=False, dynamic_ncols=True):
+        for lo in progress_bar(starts, desc=f"encode {desc}", unit="batch", enabled=progress,
+                               leave=False, dynamic_ncols=True):
             chunk = tokens[lo:lo + batch_size].to(device)
             with autocast_for(precision, device):
                 emb = model.encode_text(chunk)

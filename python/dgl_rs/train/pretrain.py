@@ -29,12 +29,12 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from ..backbones import SYNTHETIC_TINY, load_clip
 from ..data import VideoTransform, sample_stills
 from ..files import atomic_write, atomic_write_text
 from ..losses import symmetric_infonce
+from ..progress import progress_bar
 from .distributed import resolve_device
 from .optim import param_groups
 from .scheduler import warmup_cosine_lr
@@ -143,8 +143,8 @@ def train_tiny(model, transform, tokens, label, frames, args, device) -> float:
     gen = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(frames), generator=gen)
     pos, ema = 0, None
-    bar = tqdm(range(args.steps), desc="pretrain synthetic-tiny", disable=args.no_progress,
-               dynamic_ncols=True)
+    bar = progress_bar(range(args.steps), desc="pretrain synthetic-tiny", enabled=not args.no_progress,
+                       dynamic_ncols=True)
     for step in bar:
         if pos + args.batch_size > len(order):
             order, pos = torch.randperm(len(frames), generator=gen), 0

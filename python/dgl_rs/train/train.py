@@ -23,11 +23,11 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..evaluate import autocast_for
 from ..losses import symmetric_infonce
+from ..progress import progress_bar
 from .distributed import DistInfo, all_reduce_grads, gather_with_grad
 
 log = logging.getLogger("dgl_rs.train")
@@ -273,8 +273,9 @@ def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, schedu
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     step, total = sampler.start_step, sampler.steps_per_epoch
-    bar = tqdm(total=total, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-               dynamic_ncols=True, leave=False, disable=not info.is_master or cfg.no_progress)
+    # A bar only on a terminal; in a log file the epoch's one line is logged by the caller.
+    bar = progress_bar(total=total, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                       dynamic_ncols=True, leave=False, enabled=info.is_master and not cfg.no_progress)
     losses: list[float] = []
     samples, skipped, interrupted = 0, 0, False
     t_epoch, rate = time.perf_counter(), _Throughput()
