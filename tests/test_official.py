@@ -328,3 +328,12 @@ def test_cli_refuses_a_broken_official_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dgl-rs eval: error:") and "not a released DGL checkpoint" in err[0]
     assert main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "o.safetensors")]) == 2
+
+
+def test_cli_explain_with_official_prefix(released_file, tmp_path, capsys):
+    from dgl_rs.data import write_synthetic_videos
+    rec = write_synthetic_videos(tmp_path / "v", split="temporal", num_videos=1, num_frames=4, image_size=64)[0]
+    out = tmp_path / "fig.png"
+    assert main(["explain", rec.video_path, rec.captions[0], "--prompts", f"official:{released_file}",
+                 "--out", str(out), "--device", "cpu"]) == 0, capsys.readouterr()
+    assert out.read_bytes()[:4] == b"\x89PNG"
