@@ -2,8 +2,8 @@
 
 - :func:`decode_frames`, :class:`VideoTransform`, :class:`VideoDecodeError` (``video``)
 - readers (``read_msrvtt``, ``read_vatex``, ``read_lsmdc``, ``read_activitynet``,
-  ``read_folder``, ``read_dataset``) -> :class:`VideoRecord` lists; :class:`TrainPairs`,
-  :class:`EvalSet`, :func:`make_loader`, :func:`collate_skip` (``datasets``)
+  ``read_msvd``, ``read_didemo``, ``read_folder``, ``read_dataset``) -> :class:`VideoRecord`
+  lists; :class:`TrainPairs`, :class:`EvalSet`, :func:`make_loader`, :func:`collate_skip` (``datasets``)
 - :class:`SyntheticVideoDataset`, :func:`render_video`, :func:`write_synthetic_videos`
   (``synthetic``)
 """
@@ -19,9 +19,11 @@ from .datasets import (
     make_loader,
     read_activitynet,
     read_dataset,
+    read_didemo,
     read_folder,
     read_lsmdc,
     read_msrvtt,
+    read_msvd,
     read_vatex,
     seed_worker,
 )
@@ -48,7 +50,7 @@ __all__ = [
     "OPENAI_MEAN", "OPENAI_STD", "READERS", "EvalSet", "SyntheticVideoDataset", "TrainPairs",
     "VideoDecodeError", "VideoLoader", "VideoRecord", "VideoSpec", "VideoTransform",
     "collate_skip", "decode_frames", "describe_frame", "index_videos", "make_loader",
-    "make_specs", "read_activitynet", "read_dataset", "read_folder", "read_lsmdc",
-    "read_msrvtt", "read_vatex", "render_video", "sample_indices", "sample_stills",
+    "make_specs", "read_activitynet", "read_dataset", "read_didemo", "read_folder", "read_lsmdc",
+    "read_msrvtt", "read_msvd", "read_vatex", "render_video", "sample_indices", "sample_stills",
     "seed_worker", "write_synthetic_videos", "write_video",
 ]

@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Union
@@ -370,6 +371,136 @@ def read_activitynet(root: PathLike, split: str = "train", *,
     return _finish(records, found, f"ActivityNet {split}", drop_missing)
 
 
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (dicts, lists, strings, numbers): a pickle that names any
+    class or function, i.e. one that would run code, is refused."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}; only plain data is read")
+
+
+def _data_pickle(path: Path) -> Any:
+    try:
+        return _DataOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise UsageError(f"{path}: not a pickle of plain data ({exc})") from None
+
+
+def _id_list(path: Path) -> list[str]:
+    """The ids of a ``*_list.txt`` file (one per line, blanks dropped), first occurrence kept."""
+    return list(dict.fromkeys(line.strip() for line in read_text(path).splitlines() if line.strip()))
+
+
+def _msvd_caption(cap: Any, where: str) -> str:
+    """CLIP4Clip's ``raw-captions.pkl`` holds each caption as a list of words, joined with
+    ``" "`` (as its loader does); a plain string is taken as it is."""
+    if isinstance(cap, (list, tuple)) and all(isinstance(w, str) for w in cap):
+        return " ".join(cap).strip()
+    return _string(cap, where, "caption")
+
+
+def _youtube_aliases(anno: Path) -> Callable[[str], list]:
+    """Video-file aliases from ``youtube_mapping.txt`` (lines ``<youtube clip> vid<N>``):
+    a clip id also finds ``vid<N>.avi`` and ``vid<N>`` finds the clip's file."""
+    path = anno / "youtube_mapping.txt"
+    pairs: dict[str, str] = {}
+    if path.is_file():
+        for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise UsageError(f"{path}:{lineno}: expected '<youtube clip> vid<N>', got {line[:80]!r}")
+            pairs[fields[0]], pairs[fields[1]] = fields[1], fields[0]
+    return lambda vid: [vid] + ([pairs[vid]] if vid in pairs else [])
+
+
+def read_msvd(root: PathLike, split: str = "train", *, anno_dir: Optional[PathLike] = None,
+              video_dir: Optional[PathLike] = None, drop_missing: bool = False) -> list[VideoRecord]:
+    """MSVD as CLIP4Clip reads it (``msvd_data``, from collaborative-experts).
+
+    ``<split>_list.txt`` (``train`` 1200 / ``val`` 100 / ``test`` 670 video ids, one per
+    line) selects the videos in that order; ``raw-captions.pkl`` (``{video_id: [caption,
+    ...]}``, each caption a list of words) gives every caption of each (~40; all are
+    queries / pairs). The pickle is read as plain data only: one that would run code is
+    refused. Videos: ``<video_dir>/<video_id>.avi`` (the YouTubeClips), or any video of
+    that stem; with ``youtube_mapping.txt`` (``<youtube clip> vid<N>`` per line) beside the
+    annotations, a clip name also finds ``vid<N>.*`` and ``vid<N>`` the clip's file.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"MSVD split must be one of ['test', 'train', 'val'], got {split!r}")
+    _, anno, videos = _locate(root, anno_dir, video_dir, "MSVD")
+    ids = _id_list(_require_file(anno / f"{split}_list.txt", f"MSVD {split} split file {split}_list.txt"))
+    pkl = _require_file(anno / "raw-captions.pkl", "MSVD captions raw-captions.pkl")
+    captions = _data_pickle(pkl)
+    if not isinstance(captions, dict):
+        raise UsageError(f"{pkl}: expected a dict {{video_id: [caption, ...]}}, got {type(captions).__name__}")
+    find = _VideoFinder(videos, ext=".avi", aliases=_youtube_aliases(anno))
+    records, found = [], []
+    for vid in ids:
+        caps = captions.get(vid)
+        if not isinstance(caps, (list, tuple)):
+            raise UsageError(f"{pkl}: no captions for {split} video {vid!r}")
+        caps = tuple(c for c in (_msvd_caption(c, f"{pkl}: video {vid!r}") for c in caps) if c)
+        if not caps:
+            raise UsageError(f"{pkl}: video {vid!r} has no captions")
+        p, ok = find(vid)
+        records.append(VideoRecord(p, caps, vid))
+        found.append(ok)
+    return _finish(records, found, f"MSVD {split}", drop_missing)
+
+
+DIDEMO_FILES = {"train": "train_data.json", "val": "val_data.json", "test": "test_data.json"}
+
+
+def _didemo_descriptions(path: Path, keep: Optional[set]) -> dict[str, list[str]]:
+    """``{video: [description, ...]}`` in file order, from a list of ``{"video",
+    "description", "times", ...}`` moments, restricted to the ids in ``keep``."""
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise UsageError(f"{path}: expected a json list of {{'video', 'description', 'times'}}")
+    by_video: dict[str, list[str]] = {}
+    for i, item in enumerate(data):
+        where = f"{path}: item {i}"
+        vid = _string(_field(item, "video", where), where, "video")
+        if keep is not None and vid not in keep:
+            continue
+        text = _string(_field(item, "description", where), where, "description")
+        by_video.setdefault(vid, [])
+        if text:
+            by_video[vid].append(text)
+    return by_video
+
+
+def read_didemo(root: PathLike, split: str = "train", *, anno_dir: Optional[PathLike] = None,
+                video_dir: Optional[PathLike] = None, drop_missing: bool = False) -> list[VideoRecord]:
+    """DiDeMo as paragraph-to-video retrieval, as CLIP4Clip reads it.
+
+    ``train_data.json`` / ``val_data.json`` / ``test_data.json``: lists of moments
+    ``{"video", "description", "times", ...}``; all descriptions of a video, stripped and in
+    file order, are joined with ``" "`` into one query over the whole video (the moment
+    ``times`` are not used, as in CLIP4Clip). ``<split>_list.txt`` restricts the videos
+    when it exists (CLIP4Clip requires it). The ``video`` value is a file name with its
+    extension (``<flickr id>.mov``): the file is ``<video_dir>/<video>``, or any video
+    whose stem is ``<video>`` or ``<video>`` without its extension (e.g. converted to mp4).
+    """
+    if split not in DIDEMO_FILES:
+        raise ValueError(f"DiDeMo split must be one of {sorted(DIDEMO_FILES)}, got {split!r}")
+    _, anno, videos = _locate(root, anno_dir, video_dir, "DiDeMo")
+    path = _require_file(anno / DIDEMO_FILES[split], f"DiDeMo {split} file {DIDEMO_FILES[split]}")
+    list_path = anno / f"{split}_list.txt"
+    keep = set(_id_list(list_path)) if list_path.is_file() else None
+    find = _VideoFinder(videos, ext="", aliases=lambda vid: list(dict.fromkeys([vid, os.path.splitext(vid)[0]])))
+    records, found = [], []
+    for vid, texts in _didemo_descriptions(path, keep).items():
+        if not texts:
+            raise UsageError(f"{path}: video {vid!r} has no description")
+        p, ok = find(vid)
+        records.append(VideoRecord(p, (" ".join(texts),), vid))
+        found.append(ok)
+    return _finish(records, found, f"DiDeMo {split}", drop_missing)
+
+
 def _caption_file(root: Path, annotations: Optional[PathLike]) -> Path:
     """The folder's caption file: ``annotations`` (relative to ``root`` if not found as
     given), else ``root/captions.csv`` or ``root/captions.jsonl``."""
@@ -425,7 +556,7 @@ def read_folder(root: PathLike, annotations: Optional[PathLike] = None, *,
 
 READERS: dict[str, Callable[..., list[VideoRecord]]] = {
     "msrvtt": read_msrvtt, "vatex": read_vatex, "lsmdc": read_lsmdc,
-    "activitynet": read_activitynet, "folder": read_folder,
+    "activitynet": read_activitynet, "msvd": read_msvd, "didemo": read_didemo, "folder": read_folder,
 }
 
 

@@ -3,9 +3,12 @@ QB-Norm query bank of each dataset format (:mod:`dgl_rs.data` does the reading).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+import numpy as np
 
 from ..data import datasets as D
 from ..data import collate_skip
@@ -26,12 +29,17 @@ class DataBundle:
     evals: dict = field(default_factory=dict)  # name -> EvalSet
     query_bank: Optional[list] = None  # training captions (QB-Norm bank, text->video)
     video_bank: Any = None  # training videos as an EvalSet (QB-Norm bank, video->text)
+    vals: dict = field(default_factory=dict)  # name -> EvalSet: validation (--val-split), never test
 
 
 # Train / test split names of each reader (spec section 7: MSR-VTT 9k / 1k-A, VATEX,
 # LSMDC, ActivityNet val_1 as test).
 SPLITS = {"msrvtt": ("train", "test"), "vatex": ("train", "test"), "lsmdc": ("train", "test"),
-          "activitynet": ("train", "val_1")}
+          "activitynet": ("train", "val_1"), "msvd": ("train", "test"), "didemo": ("train", "test")}
+# The validation split of each reader (--val-split val). MSR-VTT's 9k training split holds
+# its official validation videos and ActivityNet's val_2 has the same videos as val_1 (the
+# test): neither has one, so they take --val-split holdout.
+VAL_SPLITS = {"vatex": "val", "lsmdc": "val", "msvd": "val", "didemo": "val"}
 
 
 def _folder_annotations(root: Path, given: Optional[str], stem: str) -> Path:
@@ -45,8 +53,8 @@ def _folder_annotations(root: Path, given: Optional[str], stem: str) -> Path:
     for ext in (".csv", ".jsonl"):
         if (root / f"{stem}{ext}").is_file():
             return root / f"{stem}{ext}"
-    raise UsageError(f"--dataset folder: no {stem}.csv or {stem}.jsonl in {root}; pass "
-                     f"--{'train' if stem == 'train' else 'eval'}-annotations "
+    flag = {"train": "--train-annotations", "val": "--val-annotations"}.get(stem, "--eval-annotations")
+    raise UsageError(f"--dataset folder: no {stem}.csv or {stem}.jsonl in {root}; pass {flag} "
                      "(a CSV with columns video,caption or a JSONL of {video, caption})")
 
 
@@ -64,6 +72,8 @@ def read_records(cfg: TrainConfig, train: bool):
             records = D.read_dataset(cfg.dataset, root, SPLITS[cfg.dataset][0 if train else 1])
     except FileNotFoundError as exc:
         raise UsageError(f"--dataset {cfg.dataset} --data-root {root}: {exc}") from exc
+    if train and cfg.val_split == "holdout":
+        records = holdout_split(records, cfg.val_videos)[0]
     limit = cfg.train_limit if train else cfg.eval_limit
     return records[:limit] if limit else records
 
@@ -100,6 +110,7 @@ def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo,
     pairs = D.TrainPairs(read_records(cfg, True), cfg.num_frames, transform, tok,
                          on_error=train_err)
     return DataBundle(train=pairs, collate_fn=D.collate_skip, evals=evals,
+                      vals=build_val_sets(cfg, transform, tok, eval_err, evals["test"].video_ids),
                       query_bank=pairs.captions if cfg.qb_norm else None,
                       video_bank=D.EvalSet(pairs.records, cfg.num_frames, transform, tokenizer=tok,
                                            on_error="skip") if cfg.qb_norm else None)
@@ -124,9 +135,67 @@ def build_synthetic_data(cfg: TrainConfig, transform, tok, train_err: str,
                                           train=False, **kw)
              for split in splits}
     return DataBundle(train=train, collate_fn=collate_skip, evals=evals,
+                      vals=synthetic_val_sets(cfg, splits, kw),
                       query_bank=train.captions if cfg.qb_norm else None,
                       video_bank=SyntheticVideoDataset(train_split, cfg.synthetic_videos * len(splits),
                                                        seed=cfg.synthetic_seed, train=False, **kw)
                       if cfg.qb_norm else None)
 
 
+# ----------------------------------------------------------------------- validation
+SYNTHETIC_VAL_SEED_OFFSET = 2000  # validation videos: neither the training nor the test seed
+HOLDOUT_SEED = 0  # the same held-out videos for every run (and --seed) on a dataset
+
+
+def holdout_split(records: list, n: int) -> tuple[list, list]:
+    """``(training, held out)``: ``n`` videos (with all their captions) drawn by a fixed
+    permutation of the reader's order, kept in that order on both sides."""
+    if not 0 < n < len(records):
+        raise UsageError(f"--val-videos {n}: hold out at least 1 and fewer than the {len(records)} "
+                         "training videos")
+    held = set(np.random.default_rng(HOLDOUT_SEED).permutation(len(records))[:n].tolist())
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
+
+
+def read_val_records(cfg: TrainConfig) -> list:
+    """The validation videos of ``--val-split`` (a real dataset)."""
+    if cfg.val_split == "holdout":
+        whole = dataclasses.replace(cfg, val_split=None, train_limit=0)
+        return holdout_split(read_records(whole, True), cfg.val_videos)[1]
+    root = Path(cfg.data_root)
+    if cfg.dataset != "folder" and cfg.dataset not in VAL_SPLITS:
+        raise UsageError(f"--dataset {cfg.dataset} has no validation split apart from its test split: "
+                         "use --val-split holdout --val-videos N")
+    try:
+        if cfg.dataset == "folder":
+            records = D.read_folder(root, _folder_annotations(root, cfg.val_annotations, "val"))
+        else:
+            records = D.read_dataset(cfg.dataset, root, VAL_SPLITS[cfg.dataset])
+    except FileNotFoundError as exc:
+        raise UsageError(f"--val-split val --dataset {cfg.dataset} --data-root {root}: {exc}") from exc
+    return records[:cfg.val_videos] if cfg.val_videos else records
+
+
+def build_val_sets(cfg: TrainConfig, transform, tok, eval_err: str, test_ids) -> dict:
+    """``{"val": EvalSet}`` for ``--val-split`` (``{}`` without it). A validation video that
+    is also a test video is an error: selection must never see the test split."""
+    if not cfg.val_split:
+        return {}
+    records = read_val_records(cfg)
+    shared = sorted({r.video_id for r in records} & set(test_ids))
+    if shared:
+        raise UsageError(f"--val-split {cfg.val_split}: {len(shared)} validation videos are test videos "
+                         f"too (e.g. {shared[:3]}); the best epoch must be chosen without the test split"
+                         + (" (VATEX: put the validation ids in val_list.txt)" if cfg.dataset == "vatex" else ""))
+    return {"val": D.EvalSet(records, cfg.num_frames, transform, tokenizer=tok, on_error=eval_err)}
+
+
+def synthetic_val_sets(cfg: TrainConfig, splits: list, kw: dict) -> dict:
+    """One validation set per evaluated split, drawn from seed + 2000 (training: seed, test:
+    seed + 1000), ``--val-videos`` videos each (default ``--synthetic-eval-videos``)."""
+    if not cfg.val_split:
+        return {}
+    n = cfg.val_videos or cfg.synthetic_eval_videos
+    return {split: SyntheticVideoDataset(split, n, seed=cfg.synthetic_seed + SYNTHETIC_VAL_SEED_OFFSET,
+                                         train=False, **kw) for split in splits}

@@ -39,6 +39,7 @@ from .logger import RunLogger, setup_logging
 from .optim import make_optimizer
 from .params import TrainConfig, UsageError, method_options, parse_args
 from .scheduler import WarmupCosine
+from .selection import Selector
 from .train import EpochBatchSampler, SeededDataset, StopFlag, train_one_epoch
 
 log = logging.getLogger("dgl_rs.train")
@@ -112,6 +113,19 @@ def run_evaluation(model, bundle: DataBundle, cfg: TrainConfig, info: DistInfo,
     return results
 
 
+def run_validation(model, bundle: DataBundle, cfg: TrainConfig, info: DistInfo,
+                   precision: str) -> dict[str, Any]:
+    """Evaluate the validation sets only (master rank; others get ``{}``): raw scores,
+    no QB-Norm or DSL; what the best epoch is chosen on (:mod:`.selection`)."""
+    if not info.is_master:
+        return {}
+    with preserve_rng():
+        return {name: evaluate(model, val_set, device=info.device, batch_size=cfg.eval_batch_size,
+                               workers=cfg.workers, precision=precision, context_length=cfg.context_length,
+                               progress=not cfg.no_progress, name=f"val {name}")
+                for name, val_set in bundle.vals.items()}
+
+
 def log_results(results: dict[str, Any]) -> None:
     for name, res in results.items():
         for kind in ("raw", "qb_norm", "qb_norm_released", "dsl"):
@@ -164,6 +178,7 @@ class Session:
     scheduler: WarmupCosine
     scaler: Any
     run_logger: RunLogger
+    selector: Any = None  # Selector: the best epoch on the validation split (--val-split)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -229,11 +244,13 @@ def _setup(cfg: TrainConfig, info: DistInfo, run_dir: Path) -> Session:
     broadcast_trainable(model, info)
     seed_everything(cfg.seed + info.rank)
     bundle = build_data(cfg, preprocess_cfg, tokenizer, info)
-    sampler = EpochBatchSampler(len(bundle.train), cfg.batch_size, seed=cfg.seed,
+    # One optimizer step = accum_steps micro-batches per rank: the sampler deals whole steps.
+    sampler = EpochBatchSampler(len(bundle.train), cfg.batch_size * cfg.accum_steps, seed=cfg.seed,
                                 rank=info.rank, world_size=info.world_size)
     if sampler.steps_per_epoch < 1:
         raise UsageError(f"{len(bundle.train)} training pairs are fewer than one global batch "
-                         f"({cfg.batch_size} x {info.world_size}); lower --batch-size")
+                         f"({cfg.batch_size} x {cfg.accum_steps} x {info.world_size}); lower "
+                         "--batch-size or --accum-steps")
     optimizer = make_optimizer(model, cfg)
     _open_run_dir(run_dir, cfg, info)
     log.info("run %s on %s (%s), world size %d, precision %s", cfg.name, info.device,
@@ -245,7 +262,8 @@ def _setup(cfg: TrainConfig, info: DistInfo, run_dir: Path) -> Session:
         sampler=sampler, loader=make_train_loader(bundle, sampler, cfg, info), optimizer=optimizer,
         scheduler=WarmupCosine(optimizer, cfg.lr, sampler.steps_per_epoch * cfg.epochs, cfg.warmup),
         scaler=torch.amp.GradScaler("cuda") if precision == "amp" else None,
-        run_logger=RunLogger(run_dir, enabled=info.is_master, tensorboard=not cfg.no_tensorboard))
+        run_logger=RunLogger(run_dir, enabled=info.is_master, tensorboard=not cfg.no_tensorboard),
+        selector=Selector(run_dir, enabled=info.is_master and bool(bundle.vals)))
 
 
 def _save(s: Session, epoch: int, step_in_epoch: int) -> None:
@@ -288,6 +306,17 @@ def _evaluate_epoch(s: Session, epoch: int, global_step: int, stop: StopFlag) ->
     return results
 
 
+def _select_epoch(s: Session, epochs_done: int, global_step: int) -> None:
+    """With --val-split: validate after ``epochs_done`` epochs and keep the prompts in
+    best/ when they are the best so far (never reads the test split)."""
+    if not s.bundle.vals:
+        return
+    val = run_validation(s.model, s.bundle, s.cfg, s.info, s.precision)
+    if s.info.is_master:
+        s.run_logger.log(global_step, flatten_report(val, "val/"), epoch=epochs_done)
+        s.selector.record(epochs_done, global_step, val, lambda path: export_prompts(s.model, path, s.cfg))
+
+
 def _train_epochs(s: Session, start: tuple[int, int, int], on_step) -> tuple[Optional[int], dict]:
     """Epochs from ``start`` = (epoch, step in epoch, global step); returns ``(exit status
     if stopped by a signal else None, last evaluation results)``."""
@@ -310,6 +339,8 @@ def _train_epochs(s: Session, start: tuple[int, int, int], on_step) -> tuple[Opt
             log.info("epoch %d done: mean loss %.4f, %.1f samples/s", epoch + 1, res.mean_loss,
                      res.samples_per_s)
             results = _evaluate_epoch(s, epoch, global_step, stop) or results
+            if not stop.requested:  # else validated when resumed
+                _select_epoch(s, epoch + 1, global_step)
             s.run_logger.plot()
             barrier()
             if stop.requested:
@@ -326,11 +357,14 @@ def _finish(s: Session, results: dict[str, Any]) -> int:
         log_results(results)
     if s.info.is_master:
         export_prompts(s.model, s.run_dir / "prompts.safetensors", s.cfg)
+        selection = s.selector.report(s.model, results, s.sampler.steps_per_epoch * s.cfg.epochs,
+                                      lambda: run_evaluation(s.model, s.bundle, s.cfg, s.info, s.precision))
         if results:
             write_results(s.run_dir / "results.json", {
                 "config": s.cfg.to_dict(), "method": s.model.method,
                 "trainable": s.model.num_trainable(), "world_size": s.info.world_size,
-                "global_batch": s.cfg.batch_size * s.info.world_size, "results": results})
+                "global_batch": s.cfg.batch_size * s.cfg.accum_steps * s.info.world_size,
+                "results": results, **selection})
         log.info("done: %s", s.run_dir)
     s.run_logger.close()
     barrier()
@@ -345,8 +379,13 @@ def _run(cfg: TrainConfig, info: DistInfo, on_step) -> int:
         start = _restore(resume_path, s.model, s.optimizer, s.scheduler, s.scaler, cfg, info,
                          s.sampler.steps_per_epoch)
         s.run_logger.truncate_after(start[2])
-    log.info("%d training pairs, %d steps per epoch (global batch %d), %d epochs", len(s.bundle.train),
-             s.sampler.steps_per_epoch, cfg.batch_size * info.world_size, cfg.epochs)
+        s.selector.resume(start[2])
+        if start[1] == 0 and start[0] > 0 and not s.selector.validated(start[2]):
+            _select_epoch(s, start[0], start[2])  # stopped before validating that epoch
+    log.info("%d training pairs, %d steps per epoch (global batch %d = %d x %d accumulated x %d ranks), "
+             "%d epochs", len(s.bundle.train), s.sampler.steps_per_epoch,
+             cfg.batch_size * cfg.accum_steps * info.world_size, cfg.batch_size, cfg.accum_steps,
+             info.world_size, cfg.epochs)
     status, results = _train_epochs(s, start, on_step)
     return status if status is not None else _finish(s, results)
 

@@ -178,22 +178,86 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 
 
 # ------------------------------------------------------------------------ the step
-def contrastive_loss(model, frames: torch.Tensor, tokens: torch.Tensor, precision: str,
-                     device: torch.device) -> torch.Tensor:
-    """Symmetric InfoNCE over the GLOBAL batch: local embeddings are normalised, gathered
-    from all ranks (gradient through the local shard only) and compared all-to-all."""
+def embed_pair(model, frames: torch.Tensor, tokens: torch.Tensor, precision: str,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised ``(video, text)`` embeddings of a (local) batch, in float32 (float64
+    for a float64 model: the loss is computed at least in float32, never below)."""
     with autocast_for(precision, device):
         if hasattr(model, "generate_prompts"):
-            prompts = model.generate_prompts()  # once per step, shared by both towers
+            prompts = model.generate_prompts()  # once per forward, shared by both towers
             video = model.encode_video(frames, prompts)
             text = model.encode_text(tokens, prompts)
         else:
             video = model.encode_video(frames)
             text = model.encode_text(tokens)
-    video = gather_with_grad(F.normalize(video.float(), dim=-1))
-    text = gather_with_grad(F.normalize(text.float(), dim=-1))
-    logits = model.logit_scale.exp().float() * text @ video.t()
+    wide = (lambda x: x if x.dtype == torch.float64 else x.float())  # noqa: E731
+    return F.normalize(wide(video), dim=-1), F.normalize(wide(text), dim=-1)
+
+
+def loss_from_embeddings(model, video: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over the GLOBAL batch: the local normalised embeddings are
+    gathered from all ranks (gradient through the local shard only), compared all-to-all."""
+    video, text = gather_with_grad(video), gather_with_grad(text)
+    logits = model.logit_scale.exp().to(text.dtype) * text @ video.t()
     return symmetric_infonce(logits)
+
+
+def contrastive_loss(model, frames: torch.Tensor, tokens: torch.Tensor, precision: str,
+                     device: torch.device) -> torch.Tensor:
+    """The loss of one batch embedded in one pass (:func:`loss_from_embeddings`)."""
+    return loss_from_embeddings(model, *embed_pair(model, frames, tokens, precision, device))
+
+
+def _rng_state(device: torch.device):
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def accumulate_gradients(model, frames: torch.Tensor, tokens: torch.Tensor, micro_batch: int,
+                         precision: str, device: torch.device, scaler=None,
+                         where: str = "") -> float:
+    """Backpropagate the contrastive loss of the whole (local) batch ``frames, tokens``
+    while holding the graph of only ``micro_batch`` videos at a time; returns the loss.
+
+    With a contrastive loss, summing the losses of micro-batches is NOT the loss of the
+    large batch (each would only contrast its own few pairs). This is gradient caching
+    (GradCache, as open_clip's ``--accum-freq``): (1) embed every micro-batch without a
+    graph; (2) the loss of the whole batch from those embeddings (gathered across ranks,
+    once per step), backpropagated to the embeddings only; (3) embed each micro-batch
+    again, with its graph, and backpropagate its slice of those embedding gradients. The
+    parameter gradients are those of the one large batch (to float round-off); each
+    micro-batch replays the RNG state of its first pass, so even a stochastic forward
+    gives the same embeddings twice. Cost: one more forward per micro-batch. Inputs may
+    live on the host: each micro-batch is moved to ``device`` when it is used.
+    """
+    chunks = list(zip(frames.split(micro_batch), tokens.split(micro_batch)))
+    states, videos, texts = [], [], []
+    with torch.no_grad():
+        for f, t in chunks:
+            states.append(_rng_state(device))
+            v, x = embed_pair(model, f.to(device, non_blocking=True), t.to(device, non_blocking=True),
+                              precision, device)
+            videos.append(v)
+            texts.append(x)
+    video = torch.cat(videos).requires_grad_()
+    text = torch.cat(texts).requires_grad_()
+    loss = loss_from_embeddings(model, video, text)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at {where}")
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    grads = zip(video.grad.split(micro_batch), text.grad.split(micro_batch))
+    for (f, t), state, (gv, gt) in zip(chunks, states, grads):
+        _set_rng_state(state, device)
+        v, x = embed_pair(model, f.to(device, non_blocking=True), t.to(device, non_blocking=True),
+                          precision, device)
+        torch.autograd.backward([v, x], [gv, gt])
+    return loss.item()
 
 
 def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,12 +282,19 @@ class EpochResult:
 
 def _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info: DistInfo,
                     precision: str, where: str) -> float:
-    """One contrastive step (loss, backward, DDP all-reduce, clipping, update): the loss."""
+    """One optimizer step on the batch (loss, backward, DDP all-reduce, clipping,
+    update): the loss. With ``cfg.accum_steps`` > 1 the batch is ``accum_steps``
+    micro-batches of ``cfg.batch_size`` (:func:`accumulate_gradients`)."""
     optimizer.zero_grad(set_to_none=True)
-    loss = contrastive_loss(model, frames, tokens, precision, info.device)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} at {where}")
-    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if cfg.accum_steps > 1:
+        value = accumulate_gradients(model, frames, tokens, cfg.batch_size, precision, info.device,
+                                     scaler, where)
+    else:
+        loss = contrastive_loss(model, frames, tokens, precision, info.device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at {where}")
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        value = loss.item()
     all_reduce_grads(params)
     if scaler is not None:
         scaler.unscale_(optimizer)
@@ -234,7 +305,7 @@ def _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info:
         scaler.update()
     else:
         optimizer.step()
-    return loss.item()
+    return value
 
 
 def _all_broken(batch, epoch: int, step: int, info: DistInfo) -> bool:
@@ -285,7 +356,9 @@ def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, schedu
             scheduler.step()
             step, global_step = step + 1, global_step + 1
             continue
-        frames, tokens = (t.to(info.device, non_blocking=True) for t in split_batch(batch))
+        frames, tokens = split_batch(batch)
+        if cfg.accum_steps == 1:  # else each micro-batch moves to the device when it is used
+            frames, tokens = frames.to(info.device, non_blocking=True), tokens.to(info.device, non_blocking=True)
         lr = scheduler.step()
         value = _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info, precision,
                                 f"epoch {epoch} step {step}")
