@@ -66,6 +66,8 @@ ENTRIES: dict[str, tuple[str, tuple, Optional[float]]] = {
     "dgl-linear": ("dgl-linear", (), 1e-2),
     "dgl-linear+temporal": ("dgl-linear", ("--temporal-embedding",), 1e-2),
     "dgl-transformer": ("dgl-transformer", (), 5e-3),
+    "dgl-linear+cls": ("dgl-linear", ("--global-init", "cls"), 1e-2),
+    "dgl-transformer+cls": ("dgl-transformer", ("--global-init", "cls"), 5e-3),
 }
 #: What `make demo` runs: zero-shot meanP and a representative set.
 DEMO = ("zero-shot", "vpt", "vop", "upt", "dgl-linear", "dgl-linear+temporal", "dgl-transformer")
