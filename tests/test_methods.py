@@ -26,6 +26,7 @@ DECLARED = {
     "dgl-linear": {"global_prompts", "generator.frame_prompts", "generator.pre.", "generator.post."},
     "dgl-transformer": {"global_prompts", "generator.table", "generator.block.", "generator.text_mlp."},
     "dgl-divided": {"global_prompts", "generator.frame_prompts", "generator.text_prompts"},
+    "dgl": {"global_prompts", "generator.table", "generator.block.", "generator.text_mlp."},
     "full-finetune": {"clip."},
     "full-finetune-seqtransf": {"clip.", "temporal."},
     "visual-text-adapter": {"text_adapters.", "visual_adapters."},
@@ -357,6 +358,16 @@ def test_prompt_file_records_method_and_refuses_nan(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="p.safetensors"):
         load_method(path, tiny_clip())
+
+
+def test_any_directly_built_dgl_saves_and_loads(tmp_path):
+    clip = tiny_clip()
+    m = DGL(clip, num_frames=3, generator="independent", num_global=0, num_frame_prompts=2, num_text_prompts=(1, 0),
+            pool="frame_cls_mean", context_length=12)
+    assert m.method == "dgl"
+    m.save_prompts(str(tmp_path / "p.safetensors"))
+    again = load_method(tmp_path / "p.safetensors", tiny_clip())
+    assert again.config == m.config and again.method == "dgl"
 
 
 def test_dgl_keeps_its_public_constructor():

@@ -96,6 +96,7 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("dgl-divided", DGL, "Table 3f's baseline: DGL's global prompts and global-local attention, "
                "text and frame prompts learned separately",
                pinned=dict(generator="independent")),
+    MethodSpec("dgl", DGL, "the DGL class with every switch yours to set (what DGL(...) builds directly)"),
 )}
 
 __all__ = ["ATTENTIONS", "Adapters", "DGL", "TemporalPooling", "VoP", "FORMAT", "FullFinetune", "GENERATORS", "METHODS", "MethodSpec",

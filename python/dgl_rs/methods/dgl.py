@@ -51,7 +51,8 @@ def _choice(name: str, value, choices: Sequence) -> None:
 
 
 def method_name(config: dict) -> str:
-    """The registry name of a DGL configuration (what a saved file records)."""
+    """The registry name of a DGL configuration built directly with ``DGL(...)`` (what a
+    saved file records): the preset it matches, else ``"dgl"`` (any options)."""
     gen, g = config["generator"], config["num_global"]
     if gen is None and g == 0:
         return "zero-shot"
