@@ -578,7 +578,7 @@ def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
 
     argv = ["benchmark", "--methods", "zero-shot", "vpt", "dgl-linear+temporal", "--videos", "8",
             "--eval-videos", "8", "--epochs", "1", "--batch-size", "8", "--num-frames", "2",
-            "--output-dir", str(tmp_path), "--no-progress", "--seeds", "0", "1"]
+            "--output-dir", str(tmp_path), "--no-progress", "--seeds", "0", "1", "--lr-factors", "1", "0.5"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     path = Path(out.strip().splitlines()[-1].split("results: ")[1])
@@ -591,11 +591,23 @@ def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
                 assert set(e[split][d]) == {"R@1", "R@5", "R@10", "MnR"}
         assert len(doc["runs"][name]) == 2  # both seeds kept
     assert doc["methods"]["vpt"]["step_s"] > 0 and doc["methods"]["zero-shot"]["step_s"] is None
+    # the lr search: both factors tried with seed 0, the best validation score chosen,
+    # and every seed of the method trained with the chosen lr
+    assert set(doc["lr_search"]) == {"vpt", "dgl-linear+temporal"}
+    for name, record in doc["lr_search"].items():
+        assert [t["lr"] for t in record["tried"]] == [1e-2, 5e-3]
+        best = max(record["tried"], key=lambda t: t["val_t2v_R@1"])
+        assert record["chosen_lr"] == best["lr"] == doc["methods"][name]["lr"]
+        assert [r["lr"] for r in doc["runs"][name]] == [best["lr"]] * 2
+        assert all((path.parent / t["run"] / "prompts.safetensors").is_file() for t in record["tried"])
+    assert doc["methods"]["zero-shot"]["lr"] is None
     assert (path.parent / "benchmark.md").read_text().count("\n") == 5
     assert (path.parent / "benchmark.png").stat().st_size > 1000
     assert "| dgl-linear+temporal |" in out
     with pytest.raises(SystemExit):
         main(["benchmark", "--methods", "nope"])
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--lr-factors", "0"])
 
 
 def test_global_prompts_can_start_as_the_class_token():

@@ -10,10 +10,12 @@ above that video's exact time reversal (50% = blind to frame order). Written as 
 Markdown and a bar chart (PNG, with matplotlib) into the output folder. With several
 ``--seeds``, every cell is the mean over seeds and the JSON keeps each run.
 
-Learning rates are fixed per kind of parameter, chosen once and the same for every
-method of a kind (never tuned on the test split): prompt tables 1e-2 (the synthetic
-recipe), transformer prompt generators 5e-3, new weight matrices (adapters, temporal
-transformers) 1e-3, the whole backbone (full fine-tuning) 1e-5.
+Learning rates start from one per kind of parameter, the same for every method of a
+kind: prompt tables 1e-2 (the synthetic recipe), transformer prompt generators 5e-3, new
+weight matrices (adapters, temporal transformers) 1e-3, the whole backbone (full
+fine-tuning) 1e-5. ``--lr-factors 1 0.2`` gives every method the same search: each
+factor with the first seed, the lr chosen on validation videos drawn from another seed
+(mean t2v R@1 over both splits), never on the test split; the table has the lr used.
 
 These are synthetic numbers, not MSR-VTT: they show whether a method that can see frame
 order beats mean pooling where the order matters (the temporal split), and what it
@@ -43,6 +45,7 @@ from ..train.data import build_data
 from ..train.distributed import init_distributed
 from ..train.logger import setup_logging
 from ..train.params import parse_args
+from ..train.selection import METRIC, selection_score
 
 log = logging.getLogger("dgl_rs.benchmark")
 
@@ -81,6 +84,10 @@ def build_parser(prog: str, default_methods: Sequence[str], defaults: dict) -> a
     p.add_argument("--methods", nargs="+", default=list(default_methods), metavar="NAME",
                    help=f"'all' or names among {', '.join(ENTRIES)} (default: {' '.join(default_methods)})")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
+    p.add_argument("--lr-factors", nargs="+", type=float, default=[1.0], metavar="F",
+                   help="learning rates to try: each method's lr times each F, with the first seed, "
+                        "chosen on validation videos (never the test ones); the other seeds use the "
+                        "chosen lr (default 1: no search)")
     p.add_argument("--videos", type=int, default=defaults["videos"],
                    help=f"training videos per split (default {defaults['videos']})")
     p.add_argument("--eval-videos", type=int, default=200, help="test videos per split (default 200)")
@@ -104,15 +111,21 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("videos", "eval_videos", "epochs", "num_frames", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    bad = [f for f in args.lr_factors if not 0 < f < float("inf")]
+    if bad:
+        p.error(f"--lr-factors must be positive finite numbers, got {bad}")
 
 
-def train_argv(args, name: str, seed: int, out: Path) -> list[str]:
-    method, extra, lr = ENTRIES[name]
+def train_argv(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
+               run_name: Optional[str] = None) -> list[str]:
+    """`dgl-rs train` flags of one run (``lr``: the entry's unless given)."""
+    method, extra, base = ENTRIES[name]
+    lr = base if lr is None else lr
     argv = ["--dataset", "synthetic", "--method", method, "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size), "--num-frames", str(args.num_frames),
             "--synthetic-split", "both", "--synthetic-videos", str(args.videos),
             "--synthetic-eval-videos", str(args.eval_videos), "--model", "synthetic-tiny",
-            "--pretrained", args.pretrained, "--output-dir", str(out), "--name", f"{name}-s{seed}",
+            "--pretrained", args.pretrained, "--output-dir", str(out), "--name", run_name or f"{name}-s{seed}",
             "--seed", str(seed), "--workers", str(args.workers), "--device", args.device,
             "--eval-every", "0", "--keep-checkpoints", "1", "--log-every", "5", *extra]
     if lr is not None:
@@ -164,31 +177,89 @@ def reversal_accuracy(model, eval_set, device) -> float:
     return 100.0 * float(score.mean())
 
 
-def run_one(args, name: str, seed: int, out: Path) -> dict[str, Any]:
-    """Train (unless zero-shot) and evaluate one method with one seed."""
-    argv = train_argv(args, name, seed, out)
-    cfg = parse_args(argv)
+def run_one(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
+            run_name: Optional[str] = None) -> dict[str, Any]:
+    """Train (unless zero-shot) and evaluate one method with one seed on the test splits."""
+    entry = train_run(args, name, seed, out, lr, run_name)
+    return test_entry(args, *load_run(args, name, seed, out, lr, run_name), entry)
+
+
+def train_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
+              run_name: Optional[str] = None) -> dict[str, Any]:
+    """Train one run in a child process (zero-shot: nothing to train): its seed, lr,
+    seconds per step and peak memory."""
+    if ENTRIES[name][2] is None:
+        return {"seed": seed, "lr": None, "step_s": None, "peak_mib": None}
+    argv = train_argv(args, name, seed, out, lr, run_name)
+    peak = train_in_child(argv)
+    return {"seed": seed, "lr": parse_args(argv).lr, "peak_mib": peak,
+            "step_s": step_seconds(out / (run_name or f"{name}-s{seed}"), args.batch_size)}
+
+
+def load_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
+             run_name: Optional[str] = None):
+    """``(model, data, cfg, info)``: a trained run (or the zero-shot model) with the
+    benchmark's evaluation data: the test splits, and validation splits drawn from
+    another seed (read only by the lr search)."""
+    cfg = parse_args(train_argv(args, name, seed, out, lr, run_name) + ["--val-split", "val"])
     info = init_distributed(cfg.device)
-    entry: dict[str, Any] = {"seed": seed}
     if ENTRIES[name][2] is None:
         model, preprocess_cfg, _ = load_model(None, model_name="synthetic-tiny", pretrained=args.pretrained,
                                               device=info.device, num_frames=args.num_frames,
                                               context_length=cfg.context_length)
-        entry.update(step_s=None, peak_mib=None)
     else:
-        entry["peak_mib"] = train_in_child(argv)
-        run = out / f"{name}-s{seed}"
-        entry["step_s"] = step_seconds(run, args.batch_size)
-        model, preprocess_cfg, _ = load_model(run, device=info.device, pretrained=args.pretrained)
-    bundle = build_data(cfg, preprocess_cfg, None, info, train=False)
+        model, preprocess_cfg, _ = load_model(out / (run_name or f"{name}-s{seed}"), device=info.device,
+                                              pretrained=args.pretrained)
+    return model, build_data(cfg, preprocess_cfg, None, info, train=False), cfg, info
+
+
+def _scores(args, model, sets: dict, cfg, info) -> dict[str, Any]:
     precision = resolve_precision(cfg.precision, info.device)
+    return {split: evaluate(model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
+                            precision=precision, context_length=cfg.context_length,
+                            progress=not args.no_progress, name=split)
+            for split, eval_set in sets.items()}
+
+
+def test_entry(args, model, data, cfg, info, entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with the test splits' raw scores and the reversal accuracy."""
     entry["trainable"] = model.num_trainable()
-    for split, eval_set in bundle.evals.items():
-        entry[split] = evaluate(model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
-                                precision=precision, context_length=cfg.context_length,
-                                progress=not args.no_progress, name=split)["raw"]
-    entry["reversal"] = reversal_accuracy(model, bundle.evals["temporal"], info.device)
+    entry.update({split: res["raw"] for split, res in _scores(args, model, data.evals, cfg, info).items()})
+    entry["reversal"] = reversal_accuracy(model, data.evals["temporal"], info.device)
     return entry
+
+
+def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``name`` with the first seed at the entry's lr times each ``--lr-factors``,
+    score every run on the VALIDATION splits only (:func:`selection_score`: mean raw
+    t2v R@1 over static and temporal; of equal scores the first factor wins), then
+    evaluate only the chosen run on the test splits. ``(its test entry, the record)``."""
+    seed, base = args.seeds[0], ENTRIES[name][2]
+    tried = []
+    for factor in args.lr_factors:
+        lr = float(f"{base * factor:.3g}")
+        run_name = f"{name}-lr{lr:g}-s{seed}"
+        entry = train_run(args, name, seed, out, lr, run_name)
+        model, data, cfg, info = load_run(args, name, seed, out, lr, run_name)
+        score = selection_score(_scores(args, model, data.vals, cfg, info))
+        log.info("benchmark: %s, lr %g: validation t2v R@1 %.2f", name, lr, score)
+        tried.append({"lr": lr, "val_t2v_R@1": score, "run": run_name, "entry": entry})
+    best = max(tried, key=lambda t: t["val_t2v_R@1"])
+    entry = test_entry(args, *load_run(args, name, seed, out, best["lr"], best["run"]), best["entry"])
+    record = {"metric": METRIC, "seed": seed, "chosen_lr": best["lr"],
+              "tried": [{k: t[k] for k in ("lr", "val_t2v_R@1", "run")} for t in tried]}
+    return entry, record
+
+
+def run_method(args, name: str, out: Path) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
+    """Every seed of one method: with several ``--lr-factors`` the first seed searches
+    the lr on validation and the other seeds train with the chosen one."""
+    base = ENTRIES[name][2]
+    if base is None or len(args.lr_factors) == 1:
+        lr = None if base is None else float(f"{base * args.lr_factors[0]:.3g}")
+        return [run_one(args, name, seed, out, lr) for seed in args.seeds], None
+    first, record = search_lr(args, name, out)
+    return [first] + [run_one(args, name, seed, out, record["chosen_lr"]) for seed in args.seeds[1:]], record
 
 
 def mean_entry(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -197,7 +268,8 @@ def mean_entry(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else None
 
-    out: dict[str, Any] = {k: avg([r[k] for r in runs]) for k in ("trainable", "step_s", "peak_mib", "reversal")}
+    out: dict[str, Any] = {k: avg([r[k] for r in runs]) for k in ("trainable", "lr", "step_s", "peak_mib",
+                                                                     "reversal")}
     out["trainable"] = int(out["trainable"])
     for split in SPLITS:
         out[split] = {d: {k: avg([r[split][d][k] for r in runs]) for k in KEYS} for d in ("t2v", "v2t")}
@@ -209,13 +281,14 @@ def mean_entry(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown_table(methods: dict[str, Any], seeds: Sequence[int]) -> str:
     """The paper's Table 1 layout, one row per method."""
     spread = len(seeds) > 1
-    head = ["method", "trainable", "s/step", "peak MiB"]
+    head = ["method", "trainable", "lr", "s/step", "peak MiB"]
     for split in SPLITS:
         head += [f"{split} {d} {k}" for d in ("t2v", "v2t") for k in KEYS]
     head.append("reversal %")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, e in methods.items():
-        cells = [name, f"{e['trainable']:,}", "-" if e["step_s"] is None else f"{e['step_s']:.2f}",
+        cells = [name, f"{e['trainable']:,}", "-" if e["lr"] is None else f"{e['lr']:g}",
+                 "-" if e["step_s"] is None else f"{e['step_s']:.2f}",
                  "-" if e["peak_mib"] is None else f"{e['peak_mib']:.0f}"]
         for split in SPLITS:
             for d in ("t2v", "v2t"):
@@ -267,13 +340,15 @@ def write_outputs(out: Path, doc: dict[str, Any], table: str) -> list[Path]:
 
 def run(args, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    runs: dict[str, list] = {name: [] for name in args.methods}
+    runs: dict[str, list] = {}
+    searches: dict[str, dict] = {}
     for name in args.methods:
-        for seed in args.seeds:
-            log.info("benchmark: %s, seed %d", name, seed)
-            runs[name].append(run_one(args, name, seed, out))
+        log.info("benchmark: %s, seeds %s", name, args.seeds)
+        runs[name], record = run_method(args, name, out)
+        if record:
+            searches[name] = record
     methods = {name: mean_entry(r) for name, r in runs.items()}
-    return {"methods": methods, "runs": runs, "seeds": list(args.seeds),
+    return {"methods": methods, "runs": runs, "seeds": list(args.seeds), "lr_search": searches,
             "setup": {k: v for k, v in vars(args).items() if k not in ("no_progress", "methods", "seeds")},
             "seconds": round(time.perf_counter() - t0, 1),
             "note": "synthetic benchmark (procedural shapes, template captions), not MSR-VTT"}
