@@ -601,6 +601,10 @@ def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
         assert [r["lr"] for r in doc["runs"][name]] == [best["lr"]] * 2
         assert all((path.parent / t["run"] / "prompts.safetensors").is_file() for t in record["tried"])
     assert doc["methods"]["zero-shot"]["lr"] is None
+    # reversal per kind of temporal caption; mean pooling ties every pair: exactly 50
+    zero_shot = doc["methods"]["zero-shot"]
+    assert set(zero_shot["reversal_by_kind"]) == {"motion", "order", "colour"}
+    assert zero_shot["reversal"] == 50.0 and set(zero_shot["reversal_by_kind"].values()) == {50.0}
     assert (path.parent / "benchmark.md").read_text().count("\n") == 5
     assert (path.parent / "benchmark.png").stat().st_size > 1000
     assert "| dgl-linear+temporal |" in out

@@ -156,25 +156,27 @@ def step_seconds(run: Path, batch: int) -> float:
 
 
 @torch.no_grad()
-def reversal_accuracy(model, eval_set, device) -> float:
+def reversal_accuracy(model, eval_set, device) -> dict[str, float]:
     """Percentage of temporal test captions that score their own video above its exact
-    time reversal (both directions of every (video, reversal) pair in the split).
-    A model blind to frame order sits at 50%: for mean pooling the reversal's frames
-    are the same frames, so the two scores tie up to float rounding, and a tie
+    time reversal (both directions of every (video, reversal) pair in the split), over
+    all of them (``"all"``) and per kind of caption (motion, order of events, colour
+    change). A model blind to frame order sits at 50%: for mean pooling the reversal's
+    frames are the same frames, so the two scores tie up to float rounding, and a tie
     (difference <= 1e-5) counts as half a hit."""
     specs = list(eval_set.specs)
     pos = {spec: i for i, spec in enumerate(specs)}
-    pairs = [(i, pos[s.reversed()]) for i, s in enumerate(specs) if s.reversed() in pos]
-    if not pairs:
-        return float("nan")
+    partner = {i: pos[s.reversed()] for i, s in enumerate(specs) if s.reversed() in pos}
+    if not partner:
+        return {"all": float("nan")}
     video = encode_videos(model, eval_set.make_loader(batch_size=32), device=device, progress=False)
     text = encode_texts(model, list(eval_set.captions), device=device, progress=False,
                         context_length=model.config["context_length"])
-    c2v = np.asarray(eval_set.caption_to_video)
     sim = (text @ video.t()).numpy()
-    diff = np.array([sim[c, i] - sim[c, j] for c in range(len(c2v)) for i, j in pairs if c2v[c] == i])
-    score = np.where(np.abs(diff) <= 1e-5, 0.5, (diff > 0).astype(np.float64))
-    return 100.0 * float(score.mean())
+    own = [(c, i) for c, i in enumerate(eval_set.caption_to_video) if i in partner]
+    diff = np.array([sim[c, i] - sim[c, partner[i]] for c, i in own])
+    score = 100.0 * np.where(np.abs(diff) <= 1e-5, 0.5, (diff > 0).astype(np.float64))
+    kinds = np.array([specs[i].kind for _, i in own])
+    return {"all": float(score.mean()), **{k: float(score[kinds == k].mean()) for k in sorted(set(kinds))}}
 
 
 def run_one(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
@@ -225,7 +227,9 @@ def test_entry(args, model, data, cfg, info, entry: dict[str, Any]) -> dict[str,
     """``entry`` with the test splits' raw scores and the reversal accuracy."""
     entry["trainable"] = model.num_trainable()
     entry.update({split: res["raw"] for split, res in _scores(args, model, data.evals, cfg, info).items()})
-    entry["reversal"] = reversal_accuracy(model, data.evals["temporal"], info.device)
+    by_kind = reversal_accuracy(model, data.evals["temporal"], info.device)
+    entry["reversal"] = by_kind.pop("all")
+    entry["reversal_by_kind"] = by_kind
     return entry
 
 
@@ -275,6 +279,7 @@ def mean_entry(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out[split] = {d: {k: avg([r[split][d][k] for r in runs]) for k in KEYS} for d in ("t2v", "v2t")}
         out[split]["t2v_R@1_std"] = float(np.std([r[split]["t2v"]["R@1"] for r in runs]))
     out["reversal_std"] = float(np.std([r["reversal"] for r in runs]))
+    out["reversal_by_kind"] = {k: avg([r["reversal_by_kind"].get(k) for r in runs]) for k in runs[0]["reversal_by_kind"]}
     return out
 
 
