@@ -485,6 +485,37 @@ def test_seqtransf_starts_from_the_text_tower():
     torch.testing.assert_close(model.temporal.position, clip.positional_embedding[:3])
 
 
+def test_full_finetune_trains_the_backbone_at_clip4clips_lower_lr():
+    """CLIP4Clip's recipe: the new temporal transformer at --lr (1e-4), the pretrained CLIP
+    at --lr x backbone_lr_scale (1e-3, so 1e-7). One AdamW step from zero moments moves
+    every element by ~lr (|m / sqrt(v)| = 1), so the medians of |change| are the lrs."""
+    from dgl_rs.train.optim import make_optimizer
+    from dgl_rs.train.params import parse_args
+    from dgl_rs.train.scheduler import WarmupCosine
+
+    model = small("full-finetune-seqtransf")
+    assert model.config["backbone_lr_scale"] == 1e-3
+    cfg = parse_args(["--dataset", "synthetic", "--method", "full-finetune-seqtransf", "--wd", "0"])
+    assert cfg.lr == 1e-4
+    opt = make_optimizer(model, cfg)
+    WarmupCosine(opt, cfg.lr, total_steps=100, warmup=0).step()
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([1e-7, 1e-4])
+    before = {n: p.detach().clone() for n, p in model.named_trainable_parameters()}
+    model(frames_for(model.clip, 2, 3), dgl_rs.tokenize(CAPTIONS[:2], context_length=12)).sum().backward()
+    opt.step()
+
+    def median_step(prefix):  # over the elements whose gradient dwarfs AdamW's eps (1e-6)
+        return torch.cat([(p.detach() - before[n]).abs()[p.grad.abs() > 1e-4] for n, p in
+                          model.named_trainable_parameters() if n.startswith(prefix)]).median().item()
+
+    assert median_step("clip.") == pytest.approx(1e-7, rel=0.05)
+    assert median_step("temporal.") == pytest.approx(1e-4, rel=0.05)
+    for bad, error in ((0, ValueError), (-1.0, ValueError), (float("nan"), ValueError), (True, TypeError),
+                       ("1e-3", TypeError)):
+        with pytest.raises(error, match="backbone_lr_scale"):
+            small("full-finetune-seqtransf", backbone_lr_scale=bad)
+
+
 # ---- the command line: --method end to end ---------------------------------------------------
 
 def _train_argv(tmp_path, method, *extra):

@@ -52,8 +52,9 @@ log = logging.getLogger("dgl_rs.benchmark")
 #: name -> (method, extra `dgl-rs train` flags, learning rate; None: not trained).
 ENTRIES: dict[str, tuple[str, tuple, Optional[float]]] = {
     "zero-shot": ("zero-shot", (), None),
-    "full-finetune": ("full-finetune", (), 1e-5),
-    "full-finetune-seqtransf": ("full-finetune-seqtransf", (), 1e-5),
+    "full-finetune": ("full-finetune", ("--backbone-lr-scale", "1"), 1e-5),
+    # new temporal transformer at 1e-3, the backbone at 1e-5 (CLIP4Clip's split of lrs)
+    "full-finetune-seqtransf": ("full-finetune-seqtransf", ("--backbone-lr-scale", "0.01"), 1e-3),
     "visual-text-adapter": ("visual-text-adapter", (), 1e-3),
     "video-text-adapter": ("video-text-adapter", (), 1e-3),
     "efficient-prompt": ("efficient-prompt", (), 1e-3),

@@ -43,12 +43,14 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("zero-shot", DGL, "frozen CLIP, mean of the frame embeddings (CLIP4Clip meanP, untrained)",
                pinned=dict(generator=None, **_MEAN_POOLED)),
     MethodSpec("full-finetune", FullFinetune, "CLIP4Clip meanP, every backbone parameter trained",
-               pinned=dict(generator=None, temporal_layers=0, **_MEAN_POOLED), recipe=dict(lr=1e-7),
+               pinned=dict(generator=None, temporal_layers=0, **_MEAN_POOLED),
+               defaults=dict(backbone_lr_scale=1e-3), recipe=dict(lr=1e-4),
                paper_params_m=123.54),
     MethodSpec("full-finetune-seqtransf", FullFinetune, "CLIP4Clip seqTransf: every backbone parameter "
                "trained, a 4-layer temporal transformer (from the text tower's first layers) residual to meanP",
                pinned=dict(generator=None, **_MEAN_POOLED),
-               defaults=dict(temporal_layers=4, temporal_residual=True, temporal_init="text"), recipe=dict(lr=1e-7)),
+               defaults=dict(temporal_layers=4, temporal_residual=True, temporal_init="text", backbone_lr_scale=1e-3),
+               recipe=dict(lr=1e-4)),
     MethodSpec("visual-text-adapter", Adapters, "Houlsby bottleneck adapters (368) after the attention of every "
                "block of both towers, meanP",
                pinned=dict(generator=None, visual_adapter="houlsby", **_MEAN_POOLED), paper_params_m=11.82),

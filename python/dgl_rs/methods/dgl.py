@@ -271,6 +271,11 @@ class DGL(nn.Module):
             if p.requires_grad:
                 yield name, p
 
+    def lr_scale(self, name: str) -> float:
+        """The factor on the schedule's lr for trainable parameter ``name`` (the trainer's
+        optimizer groups read it): 1 for all of them here."""
+        return 1.0
+
     def trainable_parameters(self) -> List[nn.Parameter]:
         return [p for _, p in self.named_trainable_parameters()]
 

@@ -11,13 +11,33 @@ class FullFinetune(TemporalPooling):
     the L2-normalised frame embeddings; with ``temporal_layers=4, temporal_residual=True,
     temporal_init="text"`` it is CLIP4Clip's seqTransf head. The visual attention still
     runs on the fused op (with no global tokens it is per-frame self-attention), whose
-    explicit backward computes the weight gradients here. Recipe (CLIP4Clip): lr 1e-7,
-    cosine, weight decay 0.2. Saved files hold the whole backbone."""
+    explicit backward computes the weight gradients here. Saved files hold the whole
+    backbone.
 
-    def __init__(self, clip_model, **options) -> None:
+    Recipe (CLIP4Clip): lr 1e-4 with ``backbone_lr_scale=1e-3`` (CLIP4Clip's ``coef_lr``),
+    so the pretrained CLIP trains at 1e-7 and the new temporal transformer at 1e-4;
+    cosine, weight decay 0.2. The trainer's optimizer reads :meth:`lr_scale`; with an
+    optimizer of your own, give the ``clip.*`` parameters the lower lr yourself."""
+
+    OPTIONS = TemporalPooling.OPTIONS + ("backbone_lr_scale",)
+
+    def __init__(self, clip_model, backbone_lr_scale: float = 1.0, **options) -> None:
+        if isinstance(backbone_lr_scale, bool) or not isinstance(backbone_lr_scale, (int, float)):
+            raise TypeError(f"`backbone_lr_scale` must be a number, got {backbone_lr_scale!r}")
+        if not 0 < backbone_lr_scale < float("inf"):
+            raise ValueError(f"`backbone_lr_scale` must be positive and finite, got {backbone_lr_scale!r}")
         super().__init__(clip_model, **options)
+        self.backbone_lr_scale = float(backbone_lr_scale)
         for p in self.clip.parameters():
             p.requires_grad_(True)
+
+    @property
+    def config(self) -> dict:
+        return {**super().config, "backbone_lr_scale": self.backbone_lr_scale}
+
+    def lr_scale(self, name: str) -> float:
+        """``backbone_lr_scale`` for the CLIP's parameters, 1 for the temporal transformer."""
+        return self.backbone_lr_scale if name.startswith("clip.") else 1.0
 
     @property
     def method(self) -> str:

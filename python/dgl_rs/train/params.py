@@ -53,7 +53,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: The TrainConfig fields that are options of the method (None: the method's default).
 METHOD_OPTIONS = ("num_global", "num_frame_prompts", "num_text_prompts", "postfix", "context_length",
                   "pool", "attention", "linear_direction", "prompt_depth", "temporal_embedding",
-                  "per_frame_prompts", "global_init")
+                  "per_frame_prompts", "global_init", "backbone_lr_scale")
 
 
 def _f(help: str, default: Any = None, *, flag: Optional[str] = None, **kw: Any):
@@ -126,6 +126,9 @@ class TrainConfig:
                                  "prompts per frame position", False, action="store_true")
     global_init: Optional[str] = _f("how DGL's global prompts start: 'random' (VPT uniform, the paper's) or "
                                     "'cls' (the class token; default: the method's)", choices=("random", "cls"))
+    backbone_lr_scale: Optional[float] = _f("full fine-tuning: the CLIP's lr is --lr times this, new modules "
+                                            "train at --lr (CLIP4Clip's coef_lr; default: the method's, 1e-3)",
+                                            type=float)
     num_frames: Optional[int] = _f("frames per video T (default: recipe)", type=int)
     context_length: Optional[int] = _f("text context length in tokens (default: recipe)", type=int)
     # optimisation (spec section 6)
@@ -250,7 +253,8 @@ BOUNDS = (
                                        "keep_checkpoints", "eval_every", "num_global",
                                        "num_frame_prompts", "num_text_prompts", "grad_clip",
                                        "wd", "warmup")),
-    ("lr", 0, False, None), ("eps", 0, False, None), ("beta1", 0, True, 1), ("beta2", 0, True, 1),
+    ("lr", 0, False, None), ("eps", 0, False, None), ("backbone_lr_scale", 0, False, None),
+    ("beta1", 0, True, 1), ("beta2", 0, True, 1),
 )
 
 

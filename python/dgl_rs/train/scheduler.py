@@ -23,7 +23,8 @@ def warmup_cosine_lr(base_lr: float, step: int, warmup_steps: int, total_steps: 
 
 
 class WarmupCosine:
-    """Sets ``lr`` of every param group of ``optimizer`` for the step about to run.
+    """Sets ``lr`` of every param group of ``optimizer`` for the step about to run: the
+    schedule's lr times the group's ``lr_scale`` (1 where it has none).
 
     Call :meth:`step` once before each optimizer step (open_clip's ``scheduler(step)``
     convention, with the step kept here). ``warmup`` is a fraction of ``total_steps``
@@ -50,7 +51,7 @@ class WarmupCosine:
         self.last_step += 1
         self.last_lr = self.lr_at(self.last_step)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.last_lr
+            group["lr"] = self.last_lr * group.get("lr_scale", 1.0)
         return self.last_lr
 
     def state_dict(self) -> dict:
