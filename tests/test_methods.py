@@ -606,6 +606,7 @@ def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
     """`dgl-rs benchmark` (the demo's machinery) on a fast configuration: one table, JSON,
     Markdown and PNG, every requested method with every column."""
     from dgl_rs.cli import main
+    from dgl_rs.cli.benchmark import ENTRIES
 
     argv = ["benchmark", "--methods", "zero-shot", "vpt", "dgl-linear+temporal", "--videos", "8",
             "--eval-videos", "8", "--epochs", "1", "--batch-size", "8", "--num-frames", "2",
@@ -626,7 +627,8 @@ def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
     # and every seed of the method trained with the chosen lr
     assert set(doc["lr_search"]) == {"vpt", "dgl-linear+temporal"}
     for name, record in doc["lr_search"].items():
-        assert [t["lr"] for t in record["tried"]] == [1e-2, 5e-3]
+        base = ENTRIES[name][2]
+        assert [t["lr"] for t in record["tried"]] == [base, pytest.approx(base / 2)]
         best = max(record["tried"], key=lambda t: t["val_t2v_R@1"])
         assert record["chosen_lr"] == best["lr"] == doc["methods"][name]["lr"]
         assert [r["lr"] for r in doc["runs"][name]] == [best["lr"]] * 2
