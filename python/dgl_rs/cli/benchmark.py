@@ -132,7 +132,8 @@ def train_argv(args, name: str, seed: int, out: Path, lr: Optional[float] = None
             "--batch-size", str(args.batch_size), "--num-frames", str(args.num_frames),
             "--synthetic-split", "both", "--synthetic-videos", str(args.videos),
             "--synthetic-eval-videos", str(args.eval_videos), "--model", "synthetic-tiny",
-            "--pretrained", args.pretrained, "--output-dir", str(out), "--name", run_name or f"{name}-s{seed}",
+            "--pretrained", args.pretrained, "--output-dir", str(out),
+            "--name", run_dir(out, name, seed, run_name).name,
             "--seed", str(seed), "--workers", str(args.workers), "--device", args.device,
             "--eval-every", "0", "--keep-checkpoints", "1", "--log-every", "5", *extra]
     if lr is not None:
@@ -186,11 +187,16 @@ def reversal_accuracy(model, eval_set, device) -> dict[str, float]:
     return {"all": float(score.mean()), **{k: float(score[kinds == k].mean()) for k in sorted(set(kinds))}}
 
 
+def run_dir(out: Path, name: str, seed: int, run_name: Optional[str] = None) -> Path:
+    """Where a run of ``name`` with ``seed`` lives (``run_name``: an lr-search run's name)."""
+    return out / (run_name or f"{name}-s{seed}")
+
+
 def run_one(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
             run_name: Optional[str] = None) -> dict[str, Any]:
     """Train (unless zero-shot) and evaluate one method with one seed on the test splits."""
     entry = train_run(args, name, seed, out, lr, run_name)
-    return test_entry(args, *load_run(args, name, seed, out, lr, run_name), entry)
+    return score_on_test(args, *load_run(args, name, seed, out, lr, run_name), entry)
 
 
 def train_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
@@ -202,7 +208,7 @@ def train_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
     argv = train_argv(args, name, seed, out, lr, run_name)
     peak = train_in_child(argv)
     return {"seed": seed, "lr": parse_args(argv).lr, "peak_mib": peak,
-            "step_s": step_seconds(out / (run_name or f"{name}-s{seed}"), args.batch_size)}
+            "step_s": step_seconds(run_dir(out, name, seed, run_name), args.batch_size)}
 
 
 def load_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
@@ -217,7 +223,7 @@ def load_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
                                               device=info.device, num_frames=args.num_frames,
                                               context_length=cfg.context_length)
     else:
-        model, preprocess_cfg, _ = load_model(out / (run_name or f"{name}-s{seed}"), device=info.device,
+        model, preprocess_cfg, _ = load_model(run_dir(out, name, seed, run_name), device=info.device,
                                               pretrained=args.pretrained)
     return model, build_data(cfg, preprocess_cfg, None, info, train=False), cfg, info
 
@@ -230,7 +236,7 @@ def _scores(args, model, sets: dict, cfg, info) -> dict[str, Any]:
             for split, eval_set in sets.items()}
 
 
-def test_entry(args, model, data, cfg, info, entry: dict[str, Any]) -> dict[str, Any]:
+def score_on_test(args, model, data, cfg, info, entry: dict[str, Any]) -> dict[str, Any]:
     """``entry`` with the test splits' raw scores and the reversal accuracy."""
     entry["trainable"] = model.num_trainable()
     entry.update({split: res["raw"] for split, res in _scores(args, model, data.evals, cfg, info).items()})
@@ -256,7 +262,7 @@ def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any
         log.info("benchmark: %s, lr %g: validation t2v R@1 %.2f", name, lr, score)
         tried.append({"lr": lr, "val_t2v_R@1": score, "run": run_name, "entry": entry})
     best = max(tried, key=lambda t: t["val_t2v_R@1"])
-    entry = test_entry(args, *load_run(args, name, seed, out, best["lr"], best["run"]), best["entry"])
+    entry = score_on_test(args, *load_run(args, name, seed, out, best["lr"], best["run"]), best["entry"])
     record = {"metric": METRIC, "seed": seed, "chosen_lr": best["lr"],
               "tried": [{k: t[k] for k in ("lr", "val_t2v_R@1", "run")} for t in tried]}
     return entry, record
