@@ -161,21 +161,9 @@ def test_accum_steps_must_be_positive(capsys):
 def test_two_gloo_ranks_with_accumulation_match_one_large_batch(tmp_path):
     """DDP semantics kept: 2 ranks x 2 micro-batches of 4 = one process with batch 16
     (the embeddings of all micro-batches are gathered once per optimizer step)."""
-    import subprocess
-    import sys
+    from test_distributed import run_one_and_two_ranks
 
-    from test_distributed import SCRIPT, TESTS, _argv, _env, _free_port
-
-    script = tmp_path / "run_toy.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS)))
-    one = subprocess.run([sys.executable, str(script), *_argv(tmp_path / "one", 16)],
-                         env=_env(), capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-         "127.0.0.1", "--master-port", str(_free_port()), str(script), *_argv(tmp_path / "two", 4),
-         "--accum-steps", "2"], env=_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    run_one_and_two_ranks(tmp_path, 4, "--accum-steps", "2")
     a, b = _prompts(tmp_path / "one" / "run"), _prompts(tmp_path / "two" / "run")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)

@@ -65,8 +65,9 @@ def _env() -> dict:
     return env
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_match_one_process(tmp_path):
+def run_one_and_two_ranks(tmp_path: Path, two_batch: int, *two_extra: str) -> None:
+    """Train the toy run in one process with batch 16 (into ``tmp_path/one``), then with 2
+    gloo ranks of batch ``two_batch`` and ``two_extra`` flags (into ``tmp_path/two``)."""
     script = tmp_path / "run_toy.py"
     script.write_text(SCRIPT.format(tests=str(TESTS)))
     one = subprocess.run([sys.executable, str(script), *_argv(tmp_path / "one", 16)],
@@ -75,9 +76,14 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-         str(script), *_argv(tmp_path / "two", 8)],
+         str(script), *_argv(tmp_path / "two", two_batch), *two_extra],
         env=_env(), capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    run_one_and_two_ranks(tmp_path, 8)
 
     a = load_file(str(tmp_path / "one" / "run" / "prompts.safetensors"))
     b = load_file(str(tmp_path / "two" / "run" / "prompts.safetensors"))

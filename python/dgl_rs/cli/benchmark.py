@@ -246,6 +246,11 @@ def score_on_test(args, model, data, cfg, info, entry: dict[str, Any]) -> dict[s
     return entry
 
 
+def scaled_lr(base: float, factor: float) -> float:
+    """``base * factor`` to 3 significant digits (a readable lr in run names and tables)."""
+    return float(f"{base * factor:.3g}")
+
+
 def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train ``name`` with the first seed at the entry's lr times each ``--lr-factors``,
     score every run on the VALIDATION splits only (:func:`selection_score`: mean raw
@@ -254,7 +259,7 @@ def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any
     seed, base = args.seeds[0], ENTRIES[name][2]
     tried = []
     for factor in args.lr_factors:
-        lr = float(f"{base * factor:.3g}")
+        lr = scaled_lr(base, factor)
         run_name = f"{name}-lr{lr:g}-s{seed}"
         entry = train_run(args, name, seed, out, lr, run_name)
         model, data, cfg, info = load_run(args, name, seed, out, lr, run_name)
@@ -273,7 +278,7 @@ def run_method(args, name: str, out: Path) -> tuple[list[dict[str, Any]], Option
     the lr on validation and the other seeds train with the chosen one."""
     base = ENTRIES[name][2]
     if base is None or len(args.lr_factors) == 1:
-        lr = None if base is None else float(f"{base * args.lr_factors[0]:.3g}")
+        lr = None if base is None else scaled_lr(base, args.lr_factors[0])
         return [run_one(args, name, seed, out, lr) for seed in args.seeds], None
     first, record = search_lr(args, name, out)
     return [first] + [run_one(args, name, seed, out, record["chosen_lr"]) for seed in args.seeds[1:]], record
