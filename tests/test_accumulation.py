@@ -92,7 +92,7 @@ def test_accumulation_on_real_dgl_matches_its_forward():
     import dgl_rs
     from dgl_rs.data.synthetic import SyntheticVideoDataset
     from dgl_rs.factory import load_backbone
-    from dgl_rs.text import tokenize
+    from dgl_rs.backbone.text import tokenize
 
     clip, pre, _ = load_backbone("synthetic-tiny", "synthetic-tiny")
     model = dgl_rs.DGL(clip, num_frames=4, generator="transformer")

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from dgl_rs.backbones import SYNTHETIC_TINY_WEIGHTS, load_clip
+from dgl_rs.backbone.loading import SYNTHETIC_TINY_WEIGHTS, load_clip
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgl_rs.backbones import SYNTHETIC_TINY_WEIGHTS
+from dgl_rs.backbone.loading import SYNTHETIC_TINY_WEIGHTS
 from dgl_rs.cli import main
 
 HAVE_TINY = SYNTHETIC_TINY_WEIGHTS.is_file()
@@ -39,7 +39,7 @@ def video_dir(tmp_path_factory):
 def prompts_file(tmp_path_factory):
     """A DGL-Linear prompts file + model.json, as `dgl-rs train` exports them."""
     import dgl_rs
-    from dgl_rs.backbones import load_clip
+    from dgl_rs.backbone.loading import load_clip
     from dgl_rs.train.main import export_prompts
     from dgl_rs.train.params import parse_args
 

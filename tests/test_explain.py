@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import dgl_rs
-from dgl_rs import patch
-from dgl_rs.backbones import SYNTHETIC_TINY_WEIGHTS, load_clip
+from dgl_rs.backbone import openclip as patch
+from dgl_rs.backbone.loading import SYNTHETIC_TINY_WEIGHTS, load_clip
 from dgl_rs.cli import main
 from dgl_rs.explain import explain_frames, plot_global_attention, save_figure
 
@@ -30,7 +30,7 @@ def tiny_model(method="dgl-transformer", **options):
 def reference_row(model, frames, layer, query):
     """The global query's probabilities in block ``layer``, from the block's input: ln_1,
     the q/k projection, softmax(q k^T / sqrt(d)) per head, heads averaged."""
-    blocks = patch.blocks(model._visual.transformer)
+    blocks = list(model.backbone.visual.transformer.resblocks)
     seen = {}
     handle = blocks[layer].ln_1.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
     try:
@@ -71,7 +71,7 @@ def test_global_attention_leaves_the_embedding_alone():
         before = model.encode_video(frames)
         model.global_attention(frames)
         torch.testing.assert_close(model.encode_video(frames), before, rtol=0, atol=0)
-    assert all(a._recorder is None for a in model._attn)
+    assert model._record is None  # the recording hook is gone
 
 
 def test_local_attention_mode_gives_effective_weights():
@@ -82,8 +82,9 @@ def test_local_attention_mode_gives_effective_weights():
 
 def test_global_attention_refusals():
     frames = torch.randn(1, T, 3, 64, 64)
+    assert not hasattr(tiny_model("zero-shot"), "global_attention")  # a DGL method's
     with pytest.raises(ValueError, match="no global prompts"):
-        tiny_model("zero-shot").global_attention(frames)
+        tiny_model("dgl", generator="linear", num_global=0, pool="frame_cls_mean").global_attention(frames)
     model = tiny_model()
     with pytest.raises(ValueError, match="`layer` must be an int in \\[-4, 4\\)"):
         model.global_attention(frames, layer=4)

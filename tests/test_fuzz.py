@@ -27,7 +27,7 @@ from hypothesis.extra import numpy as hnp
 import dgl_rs
 from dgl_rs import checkpoints as ckpt
 from dgl_rs import metrics
-from dgl_rs.backbones import load_clip
+from dgl_rs.backbone.loading import load_clip
 from dgl_rs.data import read_dataset, read_folder
 from dgl_rs.errors import UsageError, VideoDecodeError
 from dgl_rs.factory import load_method

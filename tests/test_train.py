@@ -255,7 +255,7 @@ def test_train_end_to_end_standin(tmp_path, monkeypatch):
 
 # ------------------------------------------------------- end to end, real DGL
 def _have_tiny():
-    from dgl_rs.backbones import SYNTHETIC_TINY_WEIGHTS
+    from dgl_rs.backbone.loading import SYNTHETIC_TINY_WEIGHTS
 
     return SYNTHETIC_TINY_WEIGHTS.is_file()
 

@@ -40,11 +40,15 @@ from .ops.attention import global_local_attention  # noqa: E402
 from .prompts import IndependentPromptGenerator, LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
 from .errors import DglDeviceError, DglDtypeError, DglShapeError, UsageError, VideoDecodeError  # noqa: E402
 from .losses import symmetric_infonce  # noqa: E402
-from .text import tokenize  # noqa: E402
-from .methods import DGL, METHODS, FullFinetune  # noqa: E402
+from .backbone.text import tokenize  # noqa: E402
+from .backbone import Backbone, load_clip  # noqa: E402
+from .methods import DGL, METHODS, FullFinetune, PromptedCLIP  # noqa: E402
 from .factory import build_method, load_method, load_model  # noqa: E402
 from .official import load_official  # noqa: E402  (also registers --prompts official:PATH)
 from . import metrics  # noqa: E402
+from . import _compat  # noqa: E402
+
+_compat.install()
 
 __all__ = [
     "__version__",
@@ -58,8 +62,11 @@ __all__ = [
     "DglShapeError",
     "UsageError",
     "VideoDecodeError",
+    "Backbone",
     "DGL",
     "FullFinetune",
+    "PromptedCLIP",
+    "load_clip",
     "METHODS",
     "build_method",
     "load_method",

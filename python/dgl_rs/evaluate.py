@@ -25,7 +25,7 @@ from . import metrics
 from .errors import UsageError
 from .files import atomic_write_text
 from .progress import progress_bar
-from .text import tokenize
+from .backbone.text import tokenize
 
 log = logging.getLogger("dgl_rs.evaluate")
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from .attention_maps import GlobalAttentionMap
 from .data.video import OPENAI_MEAN, OPENAI_STD, VideoTransform, decode_frames
 from .files import atomic_write_bytes
-from .text import tokenize
+from .backbone.text import tokenize
 
 
 def _matplotlib():

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .backbones import load_clip
+from .backbone.loading import load_clip
 from .errors import UsageError
 from .files import read_json
-from .memory import check_memory
+from .backbone.memory import check_memory
 from .methods import METHODS, method_name, read_prompt_file
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -70,12 +70,13 @@ def method_spec(name: str):
 def build_method(clip: nn.Module, method: str, num_frames: int = 12, **options: Any) -> nn.Module:
     """A method around ``clip`` (frozen, except for ``full-finetune``).
 
-    ``options`` are the method class's options (its ``OPTIONS``) the method does not
-    pin; passing a pinned one with another value is a ``ValueError`` naming it."""
+    ``options`` are the method class's options (``dgl-rs methods --options NAME``) the
+    method does not pin; passing a pinned one with another value is a ``ValueError`` naming it."""
     spec = method_spec(method)
-    unknown = sorted(set(options) - set(spec.cls.OPTIONS))
+    declared = spec.cls.options()
+    unknown = sorted(set(options) - set(declared))
     if unknown:
-        raise TypeError(f"build_method({method!r}): unknown option(s) {unknown}; options are {list(spec.cls.OPTIONS)}")
+        raise TypeError(f"build_method({method!r}): unknown option(s) {unknown}; options are {list(declared)}")
     for key, value in options.items():
         if key in spec.pinned and _normal(value) != _normal(spec.pinned[key]):
             raise ValueError(f"method {method!r} fixes `{key}` to {spec.pinned[key]!r}; got {value!r}")
@@ -140,7 +141,7 @@ def _build_for(source: Optional[Path], recorded: dict, state_dict, clip, num_fra
     if source is None:
         return build_method(clip, "zero-shot", num_frames=num_frames or 12, context_length=context_length or 32)
     if state_dict is not None:
-        config = dict(recorded["dgl"])
+        config = method_spec(recorded["method"]).cls.upgrade_config(recorded["dgl"], source)
         model = build_method(clip, recorded["method"], **config)
         model.load_prompt_state_dict(state_dict)
         return model
@@ -186,11 +187,10 @@ def load_model(prompts: Optional[PathLike] = None, *, model_name: Optional[str] 
 
 def set_num_frames(model: nn.Module, num_frames: int) -> None:
     """Change T of a built model, refused when its prompts are learned per frame position."""
-    cfg = model.config
-    if cfg["generator"] == "transformer" or cfg.get("temporal_embedding") or cfg.get("per_frame_prompts"):
-        raise UsageError(f"{model.method} prompts are learned for each of {model.num_frames} frame positions; "
+    if model.fixed_num_frames:
+        raise UsageError(f"{model.method} learns parameters for each of {model.num_frames} frame positions; "
                          f"--num-frames {num_frames} cannot change that")
-    check_memory(model.clip, {**cfg, "num_frames": num_frames})
+    check_memory(model.backbone, {**model.config, "num_frames": num_frames})
     model.num_frames = num_frames
 
 

@@ -21,7 +21,7 @@ not depend on T (12, the paper's, unless ``num_frames`` says otherwise); the con
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
 import os
@@ -30,12 +30,13 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-import open_clip
 import torch
 from torch import Tensor, nn
 
 from . import factory
-from .backbones import SYNTHETIC_TINY, _preprocess_cfg, register_synthetic_tiny
+from .backbone.loading import SYNTHETIC_TINY, create_clip, preprocess_cfg, state_shapes
+from .backbone.openclip import Backbone
+from .backbone.text import tokenize
 from .errors import UsageError
 from .files import atomic_write_bytes, atomic_write_text, safetensors_bytes
 
@@ -105,30 +106,12 @@ def read_official(path: PathLike) -> Dict[str, Tensor]:
     return {k[len("clip."):]: v for k, v in sd.items()}
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Without open_clip's "No pretrained weights loaded" warning (the weights come next)."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-def _shapes(model: nn.Module) -> Dict[str, Tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def backbone_name(backbone: Dict[str, Any]) -> str:
     """The open_clip model (of :data:`BACKBONES`) whose ``state_dict`` has exactly these
     keys and shapes (read on the meta device: nothing is allocated)."""
-    register_synthetic_tiny()
     got = {k: tuple(v.shape) for k, v in backbone.items()}
     for name in BACKBONES:
-        with torch.device("meta"), _quiet():
-            want = _shapes(open_clip.create_model(name, device="meta"))
-        if got == want:
+        if got == state_shapes(name):
             return name
     w = got.get("visual.conv1.weight")
     raise ValueError(f"the CLIP weights ({len(got)} tensors, visual.conv1.weight {w}) are none of {BACKBONES}")
@@ -200,9 +183,7 @@ def _backbone(path, backbone: Dict[str, Tensor], device) -> Tuple[str, nn.Module
         name = backbone_name(backbone)
     except ValueError as exc:
         raise _refuse(path, str(exc)) from exc
-    with torch.random.fork_rng(devices=[]), _quiet():
-        torch.manual_seed(0)
-        clip = open_clip.create_model(name, pretrained=None, device="cpu")  # weights: the file's, below
+    clip = create_clip(name)  # weights: the file's, below
     clip.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in backbone.items()}, strict=True)
     return name, clip.to(device).eval()
 
@@ -216,11 +197,10 @@ def load_official_backbone(path: PathLike, device="cpu") -> Tuple[str, nn.Module
 def _build(path, sd: Dict[str, Tensor], device, num_frames=None, context_length=None):
     backbone, prompts = split_state(sd)
     name, clip = _backbone(path, backbone, "cpu")
-    visual = clip.visual
-    width, layers = visual.transformer.width, len(visual.transformer.resblocks)
+    view = Backbone(clip)
+    width, layers = view.vision_width, view.vision_layers
     try:
-        max_context = clip.positional_embedding.shape[0]
-        cfg = official_config(prompts, width, layers, num_frames, context_length, max_context)
+        cfg = official_config(prompts, width, layers, num_frames, context_length, view.context_length)
         state = prompt_state(prompts, cfg["method"], layers)
         model = factory.build_method(clip, cfg["method"], **cfg["options"])
         model.load_prompt_state_dict(state)
@@ -249,7 +229,7 @@ def load_official_model(path: str, *, model_name=None, pretrained=None, device="
         raise UsageError(f"--prompts {PREFIX}{path} holds its own {name} backbone; leave --model/--pretrained out")
     meta = {"model": name, "pretrained": PREFIX + os.path.abspath(path), "method": model.method,
             "dgl": model.config, "prompts": os.path.abspath(path)}
-    return model, _preprocess_cfg(model.clip), meta
+    return model, preprocess_cfg(model.clip), meta
 
 
 def load_official_clip(path: str, model_name: str, device="cpu"):
@@ -257,7 +237,7 @@ def load_official_clip(path: str, model_name: str, device="cpu"):
     name, clip = load_official_backbone(path, device)
     if model_name not in (None, name):
         raise UsageError(f"--pretrained {PREFIX}{path} holds a {name} backbone, not {model_name}")
-    return clip, _preprocess_cfg(clip), open_clip.get_tokenizer(name)
+    return clip, preprocess_cfg(clip), functools.partial(tokenize, context_length=Backbone(clip).context_length)
 
 
 factory.SOURCES[PREFIX] = {"model": load_official_model, "backbone": load_official_clip}

@@ -58,11 +58,32 @@ def add_methods_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model whose counts "
                    "to show (random weights; default ViT-B-32-quickgelu)")
     p.add_argument("--num-frames", type=int, default=12, help="frames per video T (default 12)")
+    p.add_argument("--options", metavar="NAME", choices=sorted(METHODS), help="list the options of method NAME "
+                   "(its defaults, what it fixes, the flag of dgl-rs train that sets each) instead")
+
+
+def options_table(name: str) -> str:
+    """The options of method ``name``: flag, kind, the method's default and help; the
+    options it fixes last."""
+    spec = METHODS[name]
+    rows = [f"{name} ({spec.cls.__name__}): {spec.summary}", ""]
+    for key, opt in spec.cls.options().items():
+        if key in spec.pinned:
+            continue
+        default = spec.defaults.get(key, opt.default)
+        kind = "/".join(map(str, opt.choices)) if opt.kind == "choice" else opt.kind
+        rows.append(f"  {opt.flag:<24} {kind:<40} default {default!r}\n      {opt.help}")
+    fixed = ", ".join(f"{k}={v!r}" for k, v in spec.pinned.items())
+    rows += ["", f"  fixed: {fixed or 'nothing'}"]
+    return "\n".join(rows)
 
 
 def methods_main(args: argparse.Namespace) -> int:
     """``dgl-rs methods``: every method, what it is, its trainable count on ``--model``
-    next to the paper's Table 1 figure."""
+    next to the paper's Table 1 figure (``--options NAME``: one method's options)."""
+    if args.options:
+        print(options_table(args.options))
+        return 0
     if args.num_frames < 1:
         raise UsageError(f"--num-frames must be >= 1, got {args.num_frames}")
     clip, _, _ = load_backbone(args.model, "none")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .pooling import TemporalPooling
+from ..backbone.openclip import Backbone
+from .options import Option
+from .temporal import TemporalPooling
 
 
 class FullFinetune(TemporalPooling):
@@ -19,21 +21,14 @@ class FullFinetune(TemporalPooling):
     cosine, weight decay 0.2. The trainer's optimizer reads :meth:`lr_scale`; with an
     optimizer of your own, give the ``clip.*`` parameters the lower lr yourself."""
 
-    OPTIONS = TemporalPooling.OPTIONS + ("backbone_lr_scale",)
+    OPTIONS = (Option("backbone_lr_scale", "float", 1.0, "full fine-tuning: the CLIP's lr is --lr times this, new "
+                      "modules train at --lr (CLIP4Clip's coef_lr)", low=0),)
+    NAME = "full-finetune"
 
-    def __init__(self, clip_model, backbone_lr_scale: float = 1.0, **options) -> None:
-        if isinstance(backbone_lr_scale, bool) or not isinstance(backbone_lr_scale, (int, float)):
-            raise TypeError(f"`backbone_lr_scale` must be a number, got {backbone_lr_scale!r}")
-        if not 0 < backbone_lr_scale < float("inf"):
-            raise ValueError(f"`backbone_lr_scale` must be positive and finite, got {backbone_lr_scale!r}")
-        super().__init__(clip_model, **options)
-        self.backbone_lr_scale = float(backbone_lr_scale)
+    def _build(self, backbone: Backbone) -> None:
+        super()._build(backbone)
         for p in self.clip.parameters():
             p.requires_grad_(True)
-
-    @property
-    def config(self) -> dict:
-        return {**super().config, "backbone_lr_scale": self.backbone_lr_scale}
 
     def lr_scale(self, name: str) -> float:
         """``backbone_lr_scale`` for the CLIP's parameters, 1 for the temporal transformer."""

@@ -24,16 +24,16 @@ prompts after each frame's CLS, each branch its own parameters, meanP:
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import patch
+from ..backbone.openclip import Backbone
 from ..prompts import QuickGELU
-from .dgl import DGL, _int
+from .options import Option
+from .prompting import DeepPrompts
 
 
 class ContextPrompts(nn.Module):
@@ -53,45 +53,49 @@ class ContextPrompts(nn.Module):
         return self.up(self.act(self.down(self.ln(ctx)))).reshape(ctx.shape[0], self.num_prompts, -1)
 
 
-class VoP(DGL):
-    """Basic VoP plus the video prompts (see the module docstring). Extra options:
-    ``context_prompts`` (bool), ``context_dim`` (the generator's bottleneck) and
-    ``exchange_layers`` (visual block indices where the frames' prompts attend to each
-    other, ``"upper_half"``, or ``None``: none)."""
+class VoP(DeepPrompts):
+    """Basic VoP plus the video prompts (see the module docstring). Options of
+    :class:`~dgl_rs.methods.prompting.DeepPrompts` and ``context_prompts``, ``context_dim``
+    (the generator's bottleneck) and ``exchange_layers`` (visual block indices where the
+    frames' prompts attend to each other, ``"upper_half"``, or ``None``: none)."""
 
-    OPTIONS = DGL.OPTIONS + ("context_prompts", "context_dim", "exchange_layers")
+    OPTIONS = (
+        Option("context_prompts", "bool", False, "VoP^C: per-layer generators add the video's context to the "
+               "frame prompts"),
+        Option("context_dim", "int", 64, "VoP^C: the context generator's bottleneck width", low=1),
+        Option("exchange_layers", "layers", None, "VoP^P: visual blocks where every token also sees all frames' "
+               "prompts (block indices or upper_half)", choices=("upper_half",), nullable=True),
+    )
+    NAME = "vop"
 
-    def __init__(self, clip_model: nn.Module, context_prompts: bool = False, context_dim: int = 64,
-                 exchange_layers: Optional[Sequence[int]] = None, **options) -> None:
-        super().__init__(clip_model, **options)
-        if not isinstance(context_prompts, bool):
-            raise TypeError(f"`context_prompts` must be a bool, got {context_prompts!r}")
-        self.context_prompts, self.context_dim = context_prompts, _int("context_dim", context_dim, 1)
-        if exchange_layers == "upper_half":
-            exchange_layers = range(self._vision_layers // 2, self._vision_layers)
-        if isinstance(exchange_layers, str):
-            raise ValueError(f"`exchange_layers` must be block indices or 'upper_half', got {exchange_layers!r}")
-        layers = [] if exchange_layers is None else [_int("exchange_layers[]", i, 0) for i in exchange_layers]
-        if any(i >= self._vision_layers for i in layers):
-            raise ValueError(f"`exchange_layers` must be visual block indices < {self._vision_layers}, got {layers}")
-        self.exchange_layers = sorted(set(layers))
-        if (context_prompts or layers) and not self.num_frame_prompts:
+    @classmethod
+    def _validate(cls, values: Dict[str, Any], backbone: Backbone) -> None:
+        super()._validate(values, backbone)
+        n = backbone.vision_layers
+        layers = values["exchange_layers"]
+        if layers == "upper_half":
+            layers = list(range(n // 2, n))
+        layers = layers or []
+        if any(i >= n for i in layers):
+            raise ValueError(f"`exchange_layers` must be visual block indices < {n}, got {layers}")
+        values["exchange_layers"] = layers or None
+        if (values["context_prompts"] or layers) and not values["num_frame_prompts"]:
             raise ValueError("context and function-specific prompts need num_frame_prompts >= 1")
-        d = self._visual.transformer.width
-        self.context = nn.ModuleList(ContextPrompts(d, self.num_frame_prompts, self.context_dim)
-                                     for _ in range(1, self._prompt_layers)) if context_prompts else None
-        self._place_prompts()
 
-    @property
-    def config(self) -> dict:
-        return {**super().config, "context_prompts": self.context_prompts, "context_dim": self.context_dim,
-                "exchange_layers": list(self.exchange_layers) or None}
+    def _build(self, backbone: Backbone) -> None:
+        super()._build(backbone)
+        d, n = backbone.vision_width, self.num_frame_prompts
+        self.context = nn.ModuleList(ContextPrompts(d, n, self.context_dim) for _ in range(1, self._prompt_layers)) \
+            if self.context_prompts else None
+
+    def _exchanges(self, i: int) -> bool:
+        return self.exchange_layers is not None and i in self.exchange_layers
 
     def _before_block(self, i: int, x: Tensor, frame_prompts, b: int, t: int, L: int) -> Tensor:
-        if i in self.exchange_layers:
+        if self._exchanges(i):
             return x  # the prompts carry their hidden states into an exchange block
         if self.context is not None and 0 < i < self._prompt_layers:
-            cls = x[:, self.num_global:].reshape(b, t, L, -1)[:, :, 0]
+            cls = self._frame_cls(x, b, t, L)
             offset = self.context[i - 1](cls.mean(dim=1)).to(x.dtype)  # (B, n_f, D), one per video
             layer = frame_prompts[i].to(x.dtype)
             layer = layer.unsqueeze(0) if layer.dim() == 3 else layer
@@ -100,11 +104,10 @@ class VoP(DGL):
         return super()._before_block(i, x, frame_prompts, b, t, L)
 
     def _attention_override(self, i: int, b: int, t: int, L: int):
-        if i not in self.exchange_layers:
+        if not self._exchanges(i):
             return None
-        blk = patch.blocks(self._visual.transformer)[i]
-        mask = exchange_mask(t, L, self.num_frame_prompts, self.num_global, blk.attn.in_proj_weight.device)
-        return lambda h: masked_attention(h, patch.attention_weights(blk), mask)
+        nf, g = self.num_frame_prompts, self.num_global
+        return lambda h: self.backbone.masked_attention(i, h, exchange_mask(t, L, nf, g, h.device))
 
 
 def exchange_mask(t: int, L: int, nf: int, g: int, device) -> Tensor:
@@ -116,16 +119,3 @@ def exchange_mask(t: int, L: int, nf: int, g: int, device) -> Tensor:
     if g:
         allowed = F.pad(allowed, (g, 0, g, 0), value=True)
     return allowed
-
-
-def masked_attention(h: Tensor, weights: tuple, mask: Tensor) -> Tensor:
-    """Multi-head self-attention of ``h`` ``(B, S, D)`` with a resblock's weights under a
-    boolean mask (plain PyTorch)."""
-    w_in, b_in, w_out, b_out, heads = weights
-    bsz, s, d = h.shape
-    q, k, v = F.linear(h, w_in.to(h.dtype), None if b_in is None else b_in.to(h.dtype)).chunk(3, dim=-1)
-    split = lambda z: z.reshape(bsz, s, heads, d // heads).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask,
-                                         scale=1.0 / math.sqrt(d // heads))
-    return F.linear(out.transpose(1, 2).reshape(bsz, s, d), w_out.to(h.dtype),
-                    None if b_out is None else b_out.to(h.dtype))

@@ -15,7 +15,7 @@ from ..data import collate_skip
 from ..data.synthetic import SyntheticVideoDataset
 from ..data.video import VideoTransform
 from ..errors import UsageError
-from ..text import tokenize
+from ..backbone.text import tokenize
 from .distributed import DistInfo
 from .params import TrainConfig
 

@@ -18,12 +18,12 @@ from typing import Any, Optional, Sequence
 
 from ..errors import UsageError
 from ..factory import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from ..methods import ATTENTIONS, METHODS, POOLS
-from ..prompts import LINEAR_DIRECTIONS
+from ..methods import METHODS, Option, settable_options
 
 
 DATASETS = ("msrvtt", "vatex", "lsmdc", "activitynet", "msvd", "didemo", "folder", "synthetic")
-GENERATORS = ("transformer", "linear")
+#: --generator picks the default --method dgl-GENERATOR among these.
+DEFAULT_METHOD_GENERATORS = ("transformer", "linear")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp")
 
 # Spec section 6: lr / epochs / batch per GPU / words / frames / generator. The paper's
@@ -50,10 +50,23 @@ RECIPES: dict[str, dict[str, Any]] = {
     "synthetic": dict(lr=1e-2, epochs=6, batch_size=32, context_length=32, num_frames=8,
                       generator="linear", model="synthetic-tiny", pretrained="synthetic-tiny"),
 }
-#: The TrainConfig fields that are options of the method (None: the method's default).
-METHOD_OPTIONS = ("num_global", "num_frame_prompts", "num_text_prompts", "postfix", "context_length",
-                  "pool", "attention", "linear_direction", "prompt_depth", "temporal_embedding",
-                  "per_frame_prompts", "global_init", "backbone_lr_scale")
+#: Flags of their own (recipe defaults), not generated from the methods' options.
+RECIPE_OPTIONS = ("num_frames", "context_length")
+
+
+def _method_options() -> tuple[dict[str, Option], dict[str, list]]:
+    options: dict[str, Option] = {}
+    users: dict[str, list] = {}
+    for name in METHODS:
+        for key, opt in settable_options(name).items():
+            if key not in RECIPE_OPTIONS:
+                options.setdefault(key, opt)
+                users.setdefault(key, []).append(name)
+    return options, users
+
+
+#: Every option any method lets a user set -> its declaration; and -> the methods that take it.
+METHOD_OPTIONS, OPTION_USERS = _method_options()
 
 
 def _f(help: str, default: Any = None, *, flag: Optional[str] = None, **kw: Any):
@@ -62,7 +75,7 @@ def _f(help: str, default: Any = None, *, flag: Optional[str] = None, **kw: Any)
 
 
 @dataclass
-class TrainConfig:
+class _TrainFields:
     # data
     dataset: str = _f("dataset format to train on (sets the recipe defaults)", "synthetic",
                       choices=DATASETS, required=True)
@@ -106,29 +119,6 @@ class TrainConfig:
                                    "--dataset synthetic)")
     method: Optional[str] = _f("what to train: a method of the paper's Tables 1 and 3 (`dgl-rs "
                                "methods` lists them; default: dgl-GENERATOR)", choices=sorted(METHODS))
-    generator: Optional[str] = _f("DGL's local prompt generator, for the default --method "
-                                  "dgl-GENERATOR (default: recipe)", choices=GENERATORS)
-    num_global: Optional[int] = _f("global prompts per video n_g (default: the method's)", type=int)
-    num_frame_prompts: Optional[int] = _f("frame prompts per frame n_f (default: the method's)", type=int)
-    num_text_prompts: Optional[tuple] = _f("text prefix and postfix prompts, e.g. 4 4 or 8 0 (Table 3c; "
-                                           "default: the method's)", type=int, nargs=2,
-                                           metavar=("N_PRE", "N_POST"))
-    postfix: str = _f("where text postfix prompts sit (spec section 4)", "before_eot",
-                      choices=("before_eot", "after_padding"))
-    pool: Optional[str] = _f("video embedding (Table 3a; default: the method's)", choices=POOLS)
-    attention: Optional[str] = _f("visual attention (Table 3b; default: the method's)", choices=ATTENTIONS)
-    linear_direction: Optional[str] = _f("DGL-Linear's projection direction (Table 3e; default "
-                                         "visual_to_text)", choices=LINEAR_DIRECTIONS)
-    prompt_depth: Optional[int] = _f("prompts in the first K layers only (default: every layer)", type=int)
-    temporal_embedding: bool = _f("add a learned per-frame-position vector to the frame prompts",
-                                  False, action="store_true")
-    per_frame_prompts: bool = _f("independent generators (vop, dgl-divided): a different set of frame "
-                                 "prompts per frame position", False, action="store_true")
-    global_init: Optional[str] = _f("how DGL's global prompts start: 'random' (VPT uniform, the paper's) or "
-                                    "'cls' (the class token; default: the method's)", choices=("random", "cls"))
-    backbone_lr_scale: Optional[float] = _f("full fine-tuning: the CLIP's lr is --lr times this, new modules "
-                                            "train at --lr (CLIP4Clip's coef_lr; default: the method's, 1e-3)",
-                                            type=float)
     num_frames: Optional[int] = _f("frames per video T (default: recipe)", type=int)
     context_length: Optional[int] = _f("text context length in tokens (default: recipe)", type=int)
     # optimisation (spec section 6)
@@ -176,14 +166,24 @@ class TrainConfig:
     no_progress: bool = _f("no progress bars (drawn only when stderr is a terminal anyway; a log "
                            "file gets one line per epoch)", False, action="store_true")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if d["num_text_prompts"] is not None:
-            d["num_text_prompts"] = list(d["num_text_prompts"])
-        return d
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+def _option_field(opt: Option):
+    return field(default=None, metadata={"option": opt})
+
+
+#: The configuration of ``dgl-rs train``: the fields above plus one per method option
+#: (:data:`METHOD_OPTIONS`, None: the method's default), each a flag and a key of config.json.
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig", [(k, Any, _option_field(o)) for k, o in METHOD_OPTIONS.items()], bases=(_TrainFields,),
+    namespace={"to_dict": lambda self: _plain(dataclasses.asdict(self)),
+               "to_json": lambda self: json.dumps(self.to_dict(), indent=2, sort_keys=True),
+               "__module__": __name__})
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list, range)) else value
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls=TrainConfig,
@@ -191,8 +191,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls=TrainConfig,
                   defaults: Optional[dict[str, Any]] = None) -> None:
     """One kebab-case flag per dataclass field (or per field in ``include``), with the
     field's help text; ``defaults`` overrides field defaults."""
+    group = None
     for f in dataclasses.fields(cls):
         if include is not None and f.name not in include:
+            continue
+        if "option" in f.metadata:
+            group = group or parser.add_argument_group("method options (dgl-rs methods --options NAME)")
+            users = OPTION_USERS[f.name]
+            f.metadata["option"].add_flag(group, () if len(users) == len(METHODS) else users)
             continue
         meta = dict(f.metadata)
         flag = meta.pop("flag", None) or "--" + f.name.replace("_", "-")
@@ -217,8 +223,6 @@ def apply_recipe(cfg: TrainConfig) -> TrainConfig:
         cfg.model = DEFAULT_MODEL
     if cfg.pretrained is None:
         cfg.pretrained = DEFAULT_PRETRAINED
-    if cfg.num_text_prompts is not None:
-        cfg.num_text_prompts = tuple(cfg.num_text_prompts)
     validate(cfg)
     return cfg
 
@@ -226,20 +230,35 @@ def apply_recipe(cfg: TrainConfig) -> TrainConfig:
 def resolve_method(cfg: TrainConfig, recipe_generator: str) -> None:
     """``--method`` (default ``dgl-GENERATOR``) and ``--generator``, made consistent."""
     if cfg.method is None:
-        cfg.method = f"dgl-{cfg.generator or recipe_generator}"
-        cfg.generator = cfg.generator or recipe_generator
+        gen = cfg.generator or recipe_generator
+        if gen not in DEFAULT_METHOD_GENERATORS:
+            raise UsageError(f"--generator {gen} needs a --method that takes it (e.g. --method dgl)")
+        cfg.method, cfg.generator = f"dgl-{gen}", gen
         return
-    pinned = METHODS[cfg.method].pinned.get("generator")
+    pinned = METHODS[cfg.method].pinned.get("generator", ...)
+    if pinned is ...:  # a method without a generator, or one that lets the flag set it
+        return
     if cfg.generator is not None and cfg.generator != pinned:
         raise UsageError(f"--method {cfg.method} uses generator {pinned!r}; drop --generator {cfg.generator}")
     cfg.generator = pinned
 
 
 def method_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The method options the flags set (the rest: the method's defaults)."""
-    out = {k: getattr(cfg, k) for k in METHOD_OPTIONS if getattr(cfg, k) not in (None, False)}
-    if "num_text_prompts" in out:
-        out["num_text_prompts"] = tuple(out["num_text_prompts"])
+    """The method options the flags set, exactly as given (the rest: the method's defaults);
+    a flag the method does not take is a :class:`UsageError` naming it."""
+    settable = settable_options(cfg.method)
+    out = {}
+    for key, opt in METHOD_OPTIONS.items():
+        value = getattr(cfg, key)
+        if value is None or (key == "generator" and METHODS[cfg.method].pinned.get(key) == value):
+            continue
+        if key not in settable:
+            raise UsageError(f"{opt.flag} is not an option of --method {cfg.method} (its options: "
+                             f"{', '.join(settable[k].flag for k in settable)})")
+        try:
+            out[key] = opt.from_flag(value)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     return out
 
 
@@ -247,13 +266,13 @@ def method_options(cfg: TrainConfig) -> dict[str, Any]:
 #: None). NaN and inf are never allowed.
 BOUNDS = (
     *((key, 1, True, None) for key in ("epochs", "batch_size", "num_frames", "context_length",
-                                       "eval_batch_size", "log_every", "prompt_depth",
+                                       "eval_batch_size", "log_every",
                                        "synthetic_videos", "synthetic_eval_videos", "accum_steps")),
     *((key, 0, True, None) for key in ("workers", "train_limit", "eval_limit", "val_videos", "save_every",
-                                       "keep_checkpoints", "eval_every", "num_global",
-                                       "num_frame_prompts", "num_text_prompts", "grad_clip",
-                                       "wd", "warmup")),
-    ("lr", 0, False, None), ("eps", 0, False, None), ("backbone_lr_scale", 0, False, None),
+                                       "keep_checkpoints", "eval_every", "grad_clip", "wd", "warmup")),
+    *((key, o.low if o.kind != "pair" else 0, o.kind != "float", None) for key, o in METHOD_OPTIONS.items()
+      if o.kind in ("int", "float", "pair")),
+    ("lr", 0, False, None), ("eps", 0, False, None),
     ("beta1", 0, True, 1), ("beta2", 0, True, 1),
 )
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..backbones import SYNTHETIC_TINY, load_clip
+from ..backbone.loading import OPEN_CLIP_VERSION, SYNTHETIC_TINY, load_clip
+from ..backbone.openclip import Backbone
 from ..data import VideoTransform, sample_stills
 from ..files import atomic_write, atomic_write_text
 from ..losses import symmetric_infonce
@@ -92,6 +92,7 @@ def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, np.ndarray]:
 
 @torch.no_grad()
 def _embed(model, pixels: torch.Tensor, tokens: torch.Tensor, device, batch: int = 512):
+    model = Backbone(model)
     img = torch.cat([F.normalize(model.encode_image(pixels[i:i + batch].to(device)), dim=-1)
                      for i in range(0, len(pixels), batch)])
     txt = torch.cat([F.normalize(model.encode_text(tokens[i:i + batch].to(device)), dim=-1)
@@ -137,6 +138,7 @@ def save_weights(model, out: Path, meta: dict) -> None:
 
 def train_tiny(model, transform, tokens, label, frames, args, device) -> float:
     """``args.steps`` contrastive steps on the stills; returns the final loss (EMA)."""
+    clip = Backbone(model)
     opt = torch.optim.AdamW(param_groups(model.named_parameters(), args.wd, _no_decay), lr=args.lr,
                             betas=(0.9, 0.98), eps=1e-6)
     warm = max(1, int(args.warmup * args.steps))
@@ -153,17 +155,17 @@ def train_tiny(model, transform, tokens, label, frames, args, device) -> float:
         for g in opt.param_groups:
             g["lr"] = warmup_cosine_lr(args.lr, step, warm, args.steps)
         lab = label[idx]
-        img = F.normalize(model.encode_image(transform(frames[idx]).to(device)), dim=-1)
-        txt = F.normalize(model.encode_text(tokens[lab].to(device)), dim=-1)
-        loss = symmetric_infonce(model.logit_scale.exp() * img @ txt.t(), lab.to(device))
+        img = F.normalize(clip.encode_image(transform(frames[idx]).to(device)), dim=-1)
+        txt = F.normalize(clip.encode_text(tokens[lab].to(device)), dim=-1)
+        loss = symmetric_infonce(clip.logit_scale.exp() * img @ txt.t(), lab.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+            clip.logit_scale.clamp_(0, math.log(100))
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        bar.set_postfix(loss=f"{ema:.3f}", scale=f"{clip.logit_scale.exp().item():.1f}")
     return ema
 
 
@@ -197,10 +199,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta = {"model": SYNTHETIC_TINY, "config": f"configs/{SYNTHETIC_TINY}.json",
             "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "wd": args.wd,
             "pool_size": args.pool_size, "seed": args.seed, "final_loss": ema,
-            "logit_scale": float(model.logit_scale.exp().item()),
+            "logit_scale": float(Backbone(model).logit_scale.exp().item()),
             "train_seconds": round(train_time, 1), "device": str(device),
             "threads": args.threads, "dtype": "float16", "zero_shot": result,
-            "torch": torch.__version__, "open_clip": open_clip.__version__}
+            "torch": torch.__version__, "open_clip": OPEN_CLIP_VERSION}
     out = Path(args.out)
     save_weights(model, out, meta)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out.with_suffix('.json')}: "

@@ -2,8 +2,8 @@
 
 :func:`check_memory` refuses frame or prompt counts whose one-video forward needs more
 memory than the machine has (a typo such as ``--num-frames 100000`` would otherwise be
-OOM-killed minutes later), with the estimate in the message. Layer: above
-:mod:`dgl_rs.patch` (it reads the backbone's shape), below the methods.
+OOM-killed minutes later), with the estimate in the message. It reads the backbone's
+shape from :class:`~.openclip.Backbone`; the methods call it before they allocate.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import os
 from typing import Any, Optional
 
 import torch
-from torch import nn
+from ..errors import UsageError
+from .openclip import Backbone
 
-from . import patch
-from .errors import UsageError
-
-#: The options that size the tensors of one forward, with the DGL class's defaults.
-SIZES = {"num_frames": 12, "generator": "transformer", "num_global": 4, "num_frame_prompts": 4,
-         "num_text_prompts": (4, 4), "context_length": 32}
+#: The options that size the tensors of one forward, and their value for a method without them.
+SIZES = {"num_frames": 12, "generator": None, "num_global": 0, "num_frame_prompts": 0,
+         "num_text_prompts": (0, 0), "context_length": 32}
 
 
 def _size(value: Any) -> int:
@@ -28,21 +26,21 @@ def _size(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def memory_estimate(clip: nn.Module, options: dict[str, Any], videos: int = 1) -> int:
+def memory_estimate(backbone, options: dict[str, Any], videos: int = 1) -> int:
     """A lower bound of the bytes (float32) one forward of ``videos`` videos needs with
     these method options: the frames, one visual layer's working set over the packed
     sequence, every layer's prompts, and the text tower's causal mask and working set."""
+    backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone)  # or a CLIP
     o = {k: options.get(k, default) for k, default in SIZES.items()}
     t, g, n_f, c = (_size(o[k]) for k in ("num_frames", "num_global", "num_frame_prompts", "context_length"))
     pair = o["num_text_prompts"] if isinstance(o["num_text_prompts"], (tuple, list)) else ()
     n_t = sum(_size(v) for v in pair)
     if not o["generator"]:  # no local prompts
         n_f = n_t = 0
-    visual, text = patch.vision_tower(clip), patch.text_tower(clip)
-    (h, w), p = patch.image_size(visual), patch.patch_size(visual)
-    d_v, d_t = visual.transformer.width, text.width
-    seq_v, seq_t = g + t * ((h // p) * (w // p) + 1 + n_f), c + n_t
-    layers = max(len(patch.blocks(visual.transformer)), len(patch.blocks(text.transformer)))
+    (h, w), (gh, gw) = backbone.image_size, backbone.grid
+    d_v, d_t = backbone.vision_width, backbone.text_width
+    seq_v, seq_t = g + t * (gh * gw + 1 + n_f), c + n_t
+    layers = max(backbone.vision_layers, backbone.text_layers)
     floats = (videos * (t * 3 * h * w + 8 * seq_v * d_v) + layers * (t * n_f * d_v + n_t * d_t)
               + g * d_v + seq_t * seq_t + 8 * seq_t * d_t)
     return 4 * floats
@@ -58,12 +56,13 @@ def machine_memory(device: torch.device) -> Optional[int]:
         return None
 
 
-def check_memory(clip: nn.Module, options: dict[str, Any]) -> None:
+def check_memory(backbone, options: dict[str, Any]) -> None:
     """Refuse, up front and with the estimate, sizes whose one-video forward
     (:func:`memory_estimate`) needs more memory than the machine has: a
     :class:`UsageError` (a ``ValueError``) naming them."""
-    need = memory_estimate(clip, options)
-    device = next(clip.parameters()).device
+    backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone)  # or a CLIP
+    need = memory_estimate(backbone, options)
+    device = next(backbone.clip.parameters()).device
     have = machine_memory(device)
     if have is not None and need > have:
         sizes = ", ".join(f"{k}={options[k]!r}" for k in SIZES if k in options)

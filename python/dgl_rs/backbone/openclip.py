@@ -1,4 +1,11 @@
-"""The ONLY code that touches open_clip internals.
+"""The ONLY code that reads open_clip's model internals: :class:`Backbone`, the one view
+of a CLIP that every dgl-rs method uses (shapes, the frame and text embeddings, and the
+two towers' forward passes with hooks), plus :func:`apply_dgl` / :func:`remove_dgl` for
+users who want the drop-in attention modules in their own CLIP.
+
+A method never writes into the CLIP: the visual attention's configuration
+(:class:`VideoAttention`: global tokens, frames, pattern) is an argument of every
+:meth:`Backbone.run_visual` call, so several models can share one CLIP.
 
 Supported: open_clip 3.3.0 ``CLIP`` / ``CustomTextCLIP`` whose visual tower is a
 ``VisionTransformer`` and whose text tower is a ``TextTransformer`` (or the text
@@ -10,13 +17,15 @@ loudly here rather than computing something else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .attention import GlobalLocalAttention
+from ..attention import GlobalLocalAttention
+from ..ops.attention import check_mode, global_local_attention
 
 
 @dataclass
@@ -221,3 +230,196 @@ def remove_dgl(visual: nn.Module) -> None:
     for blk in visual.transformer.resblocks:
         if isinstance(blk.attn, GlobalLocalAttention):
             blk.attn = blk.attn.to_mha()
+
+
+# ------------------------------------------------------------------------ the adapter
+@dataclass(frozen=True)
+class VideoAttention:
+    """How the visual blocks attend over a packed video ``(B, G + T*L, D)``: ``num_global``
+    leading global tokens, ``num_frames`` frames, ``mode`` (Table 3b). Passed to every
+    :meth:`Backbone.run_visual` call; nothing is stored in the CLIP."""
+
+    num_global: int
+    num_frames: int
+    mode: str = "global_local"
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+
+
+BlockHook = Optional[Callable[[int], Optional[Callable[[Tensor], Tensor]]]]
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What a method changes in a tower's forward, block by block (all optional):
+
+    * ``before(i, x) -> x``: the residual stream entering block i (deep prompts, ST-Adapters);
+    * ``post_attention(i)``: a map of block i's attention output before the residual add
+      (Houlsby adapters), or None;
+    * ``attention(i)``: a replacement of block i's attention on the normalised input
+      (batch-first ``(B, S, D) -> (B, S, D)``), or None for the tower's own."""
+
+    before: Optional[Callable[[int, Tensor], Tensor]] = None
+    post_attention: BlockHook = None
+    attention: BlockHook = None
+
+
+NO_HOOKS = Hooks()
+
+
+@dataclass(frozen=True, eq=False)
+class Backbone:
+    """The one view of an open_clip CLIP that dgl-rs methods use (checked at construction:
+    anything unrecognised is a TypeError naming what is missing). Holds no state of its
+    own: two Backbones of one CLIP are interchangeable."""
+
+    clip: nn.Module
+    visual: nn.Module = field(init=False, repr=False)
+    text: TextTower = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "visual", vision_tower(self.clip))
+        object.__setattr__(self, "text", text_tower(self.clip))
+
+    # ---- shapes
+    @property
+    def vision_width(self) -> int:
+        return self.visual.transformer.width
+
+    @property
+    def text_width(self) -> int:
+        return self.text.width
+
+    @property
+    def vision_layers(self) -> int:
+        return len(self.visual.transformer.resblocks)
+
+    @property
+    def text_layers(self) -> int:
+        return len(self.text.transformer.resblocks)
+
+    @property
+    def image_size(self) -> tuple:
+        return image_size(self.visual)
+
+    @property
+    def patch_size(self) -> int:
+        return patch_size(self.visual)
+
+    @property
+    def grid(self) -> tuple:
+        """Patches per side ``(h, w)``."""
+        return tuple(s // self.patch_size for s in self.image_size)
+
+    @property
+    def num_heads(self) -> int:
+        return num_heads(self.visual)
+
+    @property
+    def output_width(self) -> int:
+        return visual_output_width(self.visual)
+
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
+
+    @property
+    def text_positions(self) -> Tensor:
+        """The text tower's positional embedding ``(context, D_t)``."""
+        return self.text.positional_embedding
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.clip.logit_scale
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    def signature(self) -> dict:
+        """The shape a saved method file records and checks on load."""
+        return dict(vision_width=self.vision_width, vision_layers=self.vision_layers,
+                    image_size=list(self.image_size), patch_size=self.patch_size,
+                    text_width=self.text_width, text_layers=self.text_layers)
+
+    # ---- visual tower
+    def embed_frames(self, images: Tensor) -> Tensor:
+        """``(N, 3, H, W) -> (N, 1 + P, D_v)`` in the backbone's dtype (see :func:`embed_frames`)."""
+        return embed_frames(self.visual, images.to(self.dtype))
+
+    def class_token(self) -> Tensor:
+        return class_token(self.visual)
+
+    def project_visual(self, tokens: Tensor) -> Tensor:
+        return project_visual(self.visual, tokens)
+
+    def visual_attention(self, i: int, h: Tensor, attention: VideoAttention, need_weights: bool = False):
+        """Visual block i's attention weights applied to the normalised packed video ``h``
+        as the fused global-local op (``(out, weights)`` with ``need_weights``)."""
+        w_in, b_in, w_out, b_out, heads = attention_weights(self.visual.transformer.resblocks[i])
+        return global_local_attention(h, w_in, b_in, w_out, b_out, heads, attention.num_global,
+                                      attention.num_frames, mode=attention.mode, need_weights=need_weights)
+
+    def masked_attention(self, i: int, h: Tensor, mask: Tensor) -> Tensor:
+        """Visual block i's attention weights as plain multi-head attention of ``h``
+        ``(B, S, D)`` under a boolean ``(S, S)`` mask (True: may attend)."""
+        return masked_attention(h, attention_weights(self.visual.transformer.resblocks[i]), mask)
+
+    def run_visual(self, x: Tensor, attention: VideoAttention, hooks: Hooks = NO_HOOKS) -> Tensor:
+        """Every visual block over the packed video ``x`` ``(B, G + T*L, D_v)``, batch first."""
+        first = batch_first(self.visual.transformer)
+        for i, blk in enumerate(self.visual.transformer.resblocks):
+            if hooks.before is not None:
+                x = hooks.before(i, x)
+            attn = hooks.attention(i) if hooks.attention is not None else None
+            if attn is None:
+                attn = lambda h, i=i: self.visual_attention(i, h, attention)  # noqa: E731
+            post = hooks.post_attention(i) if hooks.post_attention is not None else None
+            x = run_block(blk, x, first, post_attention=post, attention=attn)
+        return x
+
+    # ---- text tower
+    def embed_text(self, tokens: Tensor) -> Tensor:
+        """Token plus positional embedding ``(B, C) -> (B, C, D_t)``."""
+        x = self.text.token_embedding(tokens)
+        return x + self.text.positional_embedding[:tokens.shape[1]].to(x.dtype)
+
+    def run_text(self, x: Tensor, attn_mask: Tensor, hooks: Hooks = NO_HOOKS) -> Tensor:
+        """Every text block over ``x`` ``(B, S, D_t)`` under ``attn_mask`` (additive ``(S, S)``)."""
+        first = batch_first(self.text.transformer)
+        for i, blk in enumerate(self.text.transformer.resblocks):
+            if hooks.before is not None:
+                x = hooks.before(i, x)
+            post = hooks.post_attention(i) if hooks.post_attention is not None else None
+            x = run_block(blk, x, first, attn_mask=attn_mask, post_attention=post)
+        return x
+
+    def pool_text(self, x: Tensor, eot_pos: Tensor) -> Tensor:
+        """``ln_final``, the token at ``eot_pos`` of each row, the text projection: ``(B, D_out)``."""
+        x = self.text.ln_final(x)
+        return project_text(self.text, x[torch.arange(x.shape[0], device=x.device), eot_pos])
+
+    def text_block(self, i: int) -> nn.Module:
+        """Text block i (to copy its weights, as CLIP4Clip's seqTransf does)."""
+        return self.text.transformer.resblocks[i]
+
+    # ---- the plain CLIP (pretraining the backbone itself)
+    def encode_image(self, images: Tensor) -> Tensor:
+        return self.clip.encode_image(images)
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        return self.clip.encode_text(tokens)
+
+
+def masked_attention(h: Tensor, weights: tuple, mask: Tensor) -> Tensor:
+    """Multi-head self-attention of ``h`` ``(B, S, D)`` with a resblock's weights
+    (:func:`attention_weights`) under a boolean mask (plain PyTorch)."""
+    w_in, b_in, w_out, b_out, heads = weights
+    bsz, s, d = h.shape
+    q, k, v = torch.nn.functional.linear(h, w_in.to(h.dtype), None if b_in is None else b_in.to(h.dtype)).chunk(3, -1)
+    split = lambda z: z.reshape(bsz, s, heads, d // heads).transpose(1, 2)  # noqa: E731
+    out = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask,
+                                                           scale=1.0 / math.sqrt(d // heads))
+    return torch.nn.functional.linear(out.transpose(1, 2).reshape(bsz, s, d), w_out.to(h.dtype),
+                                      None if b_out is None else b_out.to(h.dtype))

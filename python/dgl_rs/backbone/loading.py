@@ -4,11 +4,14 @@ the tiny CLIP shipped with dgl-rs (``synthetic-tiny``, pretrained on synthetic s
 :func:`load_clip` returns ``(model, preprocess_cfg, tokenizer)`` where
 ``preprocess_cfg`` is ``{"image_size": int, "mean": (3 floats), "std": (3 floats)}``
 (feed it to :meth:`dgl_rs.data.VideoTransform.from_preprocess_cfg`) and ``tokenizer``
-maps a list of texts to int64 token ids (N, context_length).
+maps a list of texts to int64 token ids (N, context_length): dgl-rs's one tokenizer,
+:func:`dgl_rs.tokenize` (CLIP's BPE, the tokenizer of every model dgl-rs supports).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 from pathlib import Path
@@ -17,9 +20,12 @@ from typing import Any, Callable, Optional, Union
 import open_clip
 import torch
 
+from .text import tokenize
+
 log = logging.getLogger("dgl_rs.backbones")
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+OPEN_CLIP_VERSION = open_clip.__version__
 SYNTHETIC_TINY = "synthetic-tiny"
 SYNTHETIC_TINY_CONFIG = PACKAGE_DIR / "configs" / f"{SYNTHETIC_TINY}.json"
 SYNTHETIC_TINY_WEIGHTS = PACKAGE_DIR / "assets" / f"{SYNTHETIC_TINY}.safetensors"
@@ -43,7 +49,7 @@ def _check_model_name(model_name: str) -> None:
                      f"({len(names)} in open_clip.list_models())")
 
 
-def _preprocess_cfg(model) -> dict[str, Any]:
+def preprocess_cfg(model) -> dict[str, Any]:
     cfg = open_clip.get_model_preprocess_cfg(model) or {}
     size = cfg.get("size", cfg.get("image_size"))
     if isinstance(size, (tuple, list)):
@@ -111,6 +117,36 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: Optional[str] = "open
             raise _offline_hint(model_name, tag, exc) from exc
         raise
     model.eval()
-    tokenizer = open_clip.get_tokenizer(model_name, context_length=context_length,
-                                        cache_dir=cache_dir)
-    return model, _preprocess_cfg(model), tokenizer
+    tokenizer = functools.partial(tokenize, context_length=context_length or getattr(model, "context_length", 77))
+    return model, preprocess_cfg(model), tokenizer
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Without open_clip's "No pretrained weights loaded" warning (the weights come next)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def create_clip(model_name: str, device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
+    """An open_clip model with random weights drawn under a fixed seed (isolated from the
+    global RNG), in eval mode: the skeleton a checkpoint's weights are loaded into."""
+    if model_name == SYNTHETIC_TINY:
+        register_synthetic_tiny()
+    with torch.random.fork_rng(devices=[]), _quiet():
+        torch.manual_seed(0)
+        model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+    return model.to(device).eval()
+
+
+def state_shapes(model_name: str) -> dict[str, tuple]:
+    """The ``state_dict`` shapes of an open_clip model, built on the meta device (no memory)."""
+    if model_name == SYNTHETIC_TINY:
+        register_synthetic_tiny()
+    with torch.device("meta"), _quiet():
+        model = open_clip.create_model(model_name, device="meta")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
