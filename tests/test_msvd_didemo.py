@@ -12,7 +12,7 @@ import pytest
 
 from dgl_rs.data import EvalSet, TrainPairs, VideoTransform, read_dataset, read_didemo, read_msvd
 from dgl_rs.errors import UsageError
-from dgl_rs.train.data import build_data
+from dgl_rs.services.data import build_data
 from dgl_rs.train.distributed import DistInfo
 from dgl_rs.train.params import RECIPES, parse_args
 
@@ -164,14 +164,14 @@ def test_dataset_flags_recipes_and_validation(tmp_path):
     cfg = parse_args(["--dataset", "msvd", "--data-root", str(tmp_path / "msvd"), "--val-split", "val",
                       "--num-frames", "2"])
     assert (cfg.lr, cfg.batch_size, cfg.context_length, cfg.generator) == (5e-3, 64, 32, "linear")
-    b = build_data(cfg, PRE, None, DistInfo())
+    b = build_data(cfg, PRE)
     assert len(b.train) == 3 and [r.video_id for r in b.evals["test"].records] == ["vid1969"]
     assert b.vals["val"].video_ids == ["zzqCDuDFoqo_1_9"] and len(b.vals["val"].captions) == 3
 
     cfg = parse_args(["--dataset", "didemo", "--data-root", str(tmp_path / "didemo"), "--val-split", "val"])
     assert (cfg.num_frames, cfg.context_length, cfg.batch_size) == (64, 64, 16) == tuple(
         RECIPES["didemo"][k] for k in ("num_frames", "context_length", "batch_size"))
-    b = build_data(cfg, PRE, None, DistInfo())
+    b = build_data(cfg, PRE)
     assert len(b.train) == 2  # one paragraph per training video
     assert b.evals["test"].captions == ["first dog moment then it sits"]
     assert b.vals["val"].video_ids == [C]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dgl_rs import metrics as M
-from dgl_rs.evaluate import QB_NORM, QB_NORM_RELEASED, report_from_embeddings
+from dgl_rs.services.evaluate import QB_NORM, QB_NORM_RELEASED, report_from_embeddings
 
 
 def ref_qb_norm(train_test, test_test, k, beta, theta):
@@ -109,7 +109,7 @@ def test_reports_are_separate_and_raw_is_untouched():
 
 
 def test_synthetic_banks_come_from_the_training_split():
-    from dgl_rs.train.data import build_data
+    from dgl_rs.services.data import build_data
     from dgl_rs.train.distributed import DistInfo
     from dgl_rs.train.params import parse_args
 
@@ -117,7 +117,7 @@ def test_synthetic_banks_come_from_the_training_split():
                       "--synthetic-eval-videos", "8", "--num-frames", "2", "--qb-norm"])
     pre = {"image_size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     for train in (True, False):
-        b = build_data(cfg, pre, None, DistInfo(), train=train)
+        b = build_data(cfg, pre, train=train)
         train_specs = set(map(repr, b.video_bank.specs))
         assert len(b.video_bank) == 12 and list(b.query_bank) == [s.caption for s in b.video_bank.specs]
         assert not train_specs & set(map(repr, b.evals["temporal"].specs))  # never the test videos

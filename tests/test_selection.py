@@ -30,7 +30,7 @@ def _report(r1):
 
 
 class Recorder:
-    """Stands in for dgl_rs.evaluate.evaluate: records which set each call evaluates, in
+    """Stands in for dgl_rs.services.evaluate.evaluate: records which set each call evaluates, in
     which phase (after which epoch), with which prompts; returns scripted scores."""
 
     def __init__(self, val_set, test_set):
@@ -54,10 +54,12 @@ class Recorder:
 def _setup(monkeypatch):
     pairs, test_set = patch_standins(monkeypatch)
     val_set = ToyEvalSet(ToyPairs(64, seed=5), 16)
-    monkeypatch.setattr(train_main, "build_data", lambda cfg, pre, tok, info: train_main.DataBundle(
+    monkeypatch.setattr(train_main, "build_data", lambda cfg, pre: train_main.DataBundle(
         train=pairs, evals={"toy": test_set}, vals={"val": val_set}))
     rec = Recorder(val_set, test_set)
-    monkeypatch.setattr(train_main, "evaluate", rec)
+    import dgl_rs.services.evaluate as ev
+
+    monkeypatch.setattr(ev, "evaluate", rec)
     return rec
 
 
@@ -158,21 +160,21 @@ def test_selection_score_is_mean_t2v_r1_and_ties_keep_the_earlier(tmp_path):
 
 # --------------------------------------------------------------- validation data
 def test_synthetic_validation_is_drawn_apart_from_train_and_test():
-    from dgl_rs.train.data import build_data
+    from dgl_rs.services.data import build_data
     from dgl_rs.train.distributed import DistInfo
 
     cfg = parse_args(["--dataset", "synthetic", "--synthetic-split", "both", "--synthetic-videos", "16",
                       "--synthetic-eval-videos", "8", "--num-frames", "2", "--val-split", "val",
                       "--val-videos", "6"])
     pre = {"image_size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-    b = build_data(cfg, pre, None, DistInfo())
+    b = build_data(cfg, pre)
     assert set(b.vals) == set(b.evals) == {"static", "temporal"}
     train = set(map(repr, b.train.specs))
     for split in ("static", "temporal"):
         val, test = set(map(repr, b.vals[split].specs)), set(map(repr, b.evals[split].specs))
         assert len(b.vals[split]) == 6 and not val & test and not val & train
     cfg.val_split = None
-    assert build_data(cfg, pre, None, DistInfo()).vals == {}
+    assert build_data(cfg, pre).vals == {}
 
 
 def _msrvtt(root, n=10):
@@ -185,7 +187,7 @@ def _msrvtt(root, n=10):
 
 
 def test_holdout_validation_comes_out_of_training(tmp_path):
-    from dgl_rs.train.data import build_data, read_records
+    from dgl_rs.services.data import build_data, read_records
     from dgl_rs.train.distributed import DistInfo
 
     _msrvtt(tmp_path)
@@ -194,21 +196,21 @@ def test_holdout_validation_comes_out_of_training(tmp_path):
         parse_args([*base, "--val-split", "holdout"])  # --val-videos is required
     cfg = parse_args([*base, "--val-split", "holdout", "--val-videos", "3"])
     pre = {"image_size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-    b = build_data(cfg, pre, None, DistInfo())
+    b = build_data(cfg, pre)
     train_ids = {r.video_id for r in b.train.records}
     val_ids = b.vals["val"].video_ids
     assert len(val_ids) == 3 and len(train_ids) == 7 and not train_ids & set(val_ids)
     assert train_ids | set(val_ids) == {f"video{i}" for i in range(10)}
     # the same videos for every --seed; without holdout all 10 train
     assert build_data(parse_args([*base, "--val-split", "holdout", "--val-videos", "3", "--seed", "7"]),
-                      pre, None, DistInfo()).vals["val"].video_ids == val_ids
+                      pre).vals["val"].video_ids == val_ids
     assert len(read_records(parse_args(base), True)) == 10
     with pytest.raises(train_main.UsageError, match="--val-split holdout"):
-        build_data(parse_args([*base, "--val-split", "val"]), pre, None, DistInfo())
+        build_data(parse_args([*base, "--val-split", "val"]), pre)
 
 
 def test_a_validation_split_that_holds_test_videos_is_refused(tmp_path):
-    from dgl_rs.train.data import build_data
+    from dgl_rs.services.data import build_data
     from dgl_rs.train.distributed import DistInfo
 
     (tmp_path / "videos").mkdir()
@@ -220,26 +222,26 @@ def test_a_validation_split_that_holds_test_videos_is_refused(tmp_path):
                       "--val-split", "val"])
     pre = {"image_size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     with pytest.raises(train_main.UsageError, match="validation videos are test videos too.*val_list.txt"):
-        build_data(cfg, pre, None, DistInfo())  # no val_list.txt: the whole file, test included
+        build_data(cfg, pre)  # no val_list.txt: the whole file, test included
     (tmp_path / "val_list.txt").write_text("v5\n")
-    assert build_data(cfg, pre, None, DistInfo()).vals["val"].video_ids == ["v5"]
-    assert np.array_equal(build_data(cfg, pre, None, DistInfo()).evals["test"].video_ids, ["v4"])
+    assert build_data(cfg, pre).vals["val"].video_ids == ["v5"]
+    assert np.array_equal(build_data(cfg, pre).evals["test"].video_ids, ["v4"])
 
 
 def test_folder_validation_annotations(tmp_path):
-    from dgl_rs.train.data import build_data
+    from dgl_rs.services.data import build_data
     from dgl_rs.train.distributed import DistInfo
 
     for stem, names in (("train", "ab"), ("test", "c"), ("val", "d")):
         (tmp_path / f"{stem}.csv").write_text("video,caption\n" + "".join(f"{n}.mp4,clip {n}\n" for n in names))
     pre = {"image_size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     base = ["--dataset", "folder", "--data-root", str(tmp_path), "--num-frames", "2", "--val-split", "val"]
-    assert build_data(parse_args(base), pre, None, DistInfo()).vals["val"].video_ids == ["d.mp4"]
+    assert build_data(parse_args(base), pre).vals["val"].video_ids == ["d.mp4"]
     (tmp_path / "other.csv").write_text("video,caption\ne.mp4,clip e\n")
     cfg = parse_args([*base, "--val-annotations", "other.csv"])
-    assert build_data(cfg, pre, None, DistInfo()).vals["val"].video_ids == ["e.mp4"]
+    assert build_data(cfg, pre).vals["val"].video_ids == ["e.mp4"]
     (tmp_path / "val.csv").unlink()
     with pytest.raises(train_main.UsageError, match="no val.csv or val.jsonl.*--val-annotations"):
-        build_data(parse_args(base), pre, None, DistInfo())
+        build_data(parse_args(base), pre)
     with pytest.raises(SystemExit):
         parse_args([*base[:-2], "--val-annotations", "other.csv"])  # without --val-split val

@@ -151,9 +151,9 @@ def patch_standins(monkeypatch, n_train=64, n_eval=32, tokenizer_tokens=True):
     monkeypatch.setattr(train_main, "build_backbone", lambda cfg, device: (None, None, None))
     monkeypatch.setattr(train_main, "build_model",
                         lambda cfg, clip: StandInDGL(num_frames=cfg.num_frames))
-    monkeypatch.setattr(train_main, "build_data", lambda cfg, pre, tok, info: train_main.DataBundle(
+    monkeypatch.setattr(train_main, "build_data", lambda cfg, pre: train_main.DataBundle(
         train=pairs, evals={"toy": evalset}))
-    import dgl_rs.evaluate as ev
+    import dgl_rs.services.evaluate as ev
 
     monkeypatch.setattr(ev, "metrics", metrics_or_toy())
     monkeypatch.setattr(ev, "tokenize", lambda texts, context_length: evalset.tokens[
@@ -291,7 +291,7 @@ def test_train_dgl_on_synthetic_static_split(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == f"results: {tmp_path / 'eval.json'}"
     ev = json.loads((tmp_path / "eval.json").read_text())["results"]["static"]
-    from dgl_rs.evaluate import flatten_report
+    from dgl_rs.services.evaluate import flatten_report
 
     assert flatten_report(ev["raw"]) == pytest.approx(flatten_report(res["results"]["static"]["raw"]))
     assert set(ev) >= {"raw", "qb_norm", "qb_norm_released", "dsl"}

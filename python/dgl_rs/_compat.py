@@ -17,6 +17,8 @@ MOVED = {
     "dgl_rs.memory": "dgl_rs.backbone.memory",
     "dgl_rs.text": "dgl_rs.backbone.text",
     "dgl_rs.methods.pooling": "dgl_rs.methods.temporal",
+    "dgl_rs.evaluate": "dgl_rs.services.evaluate",
+    "dgl_rs.train.data": "dgl_rs.services.data",
 }
 #: documented module paths that name a module of another layer (no warning).
 ALIASES: dict[str, str] = {}

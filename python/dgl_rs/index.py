@@ -29,7 +29,7 @@ import torch
 from .data.datasets import VIDEO_EXTENSIONS, EvalSet, VideoRecord
 from .data.video import VideoTransform
 from .errors import UsageError
-from .evaluate import encode_texts, encode_videos
+from .services.evaluate import encode_texts, encode_videos
 from .factory import load_model
 from .files import atomic_write, atomic_write_text, is_temp, read_json, remove_stale_temps
 

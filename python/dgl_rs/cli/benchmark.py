@@ -39,10 +39,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..evaluate import encode_texts, encode_videos, evaluate, resolve_precision
+from ..services.device import resolve_precision
+from ..services.evaluate import encode_texts, encode_videos, evaluate
 from ..factory import load_model
 from ..files import atomic_write_text
-from ..train.data import build_data
+from ..services.data import build_data
 from ..train.distributed import init_distributed
 from ..train.logger import setup_logging
 from ..train.params import parse_args
@@ -225,7 +226,7 @@ def load_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
     else:
         model, preprocess_cfg, _ = load_model(run_dir(out, name, seed, run_name), device=info.device,
                                               pretrained=args.pretrained)
-    return model, build_data(cfg, preprocess_cfg, None, info, train=False), cfg, info
+    return model, build_data(cfg, preprocess_cfg, train=False), cfg, info
 
 
 def _scores(args, model, sets: dict, cfg, info) -> dict[str, Any]:

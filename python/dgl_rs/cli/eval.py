@@ -6,14 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..evaluate import evaluate, resolve_precision, write_results
+from ..errors import UsageError
 from ..factory import load_model
-from ..metrics import format_table
-from ..train.data import build_data
-from ..train.distributed import init_distributed
-from ..train.logger import setup_logging
 from ..files import read_json
-from ..train.params import RECIPES, TrainConfig, UsageError, add_arguments, check_bounds, check_data_root
+from ..metrics import format_table
+from ..services.config import RECIPES, EvalConfig, add_arguments, check_bounds, check_data_root
+from ..services.data import build_data
+from ..services.device import resolve_device, resolve_precision
+from ..services.evaluate import evaluate_sets, write_results
+from ..train.logger import setup_logging
 
 EVAL_FIELDS = ("dataset", "data_root", "train_annotations", "eval_annotations", "eval_limit",
                "synthetic_split", "synthetic_videos", "synthetic_eval_videos",
@@ -42,12 +43,12 @@ def build_eval_parser(prog: str = "dgl-rs eval") -> argparse.ArgumentParser:
                         "without --overwrite")
     parser.add_argument("--overwrite", action="store_true", help="replace --out even when it holds "
                         "the results of another evaluation (never a file that is not a result)")
-    add_arguments(parser, include=EVAL_FIELDS,
+    add_arguments(parser, EvalConfig, include=EVAL_FIELDS,
                   defaults={"model": None, "pretrained": None, "num_frames": None})
     return parser
 
 
-def _load(ns: argparse.Namespace, cfg: TrainConfig, device):
+def _load(ns: argparse.Namespace, cfg: EvalConfig, device):
     recipe = RECIPES[cfg.dataset]
     model_name, pretrained = cfg.model, cfg.pretrained
     if ns.zero_shot:
@@ -59,7 +60,7 @@ def _load(ns: argparse.Namespace, cfg: TrainConfig, device):
         context_length=recipe["context_length"] if ns.zero_shot else None)
 
 
-def _out_path(ns: argparse.Namespace, cfg: TrainConfig, meta: dict) -> Path:
+def _out_path(ns: argparse.Namespace, cfg: EvalConfig, meta: dict) -> Path:
     if ns.out:
         return Path(ns.out)
     stem = f"eval-{cfg.dataset}" + (f"-{Path(cfg.eval_annotations).stem}" if cfg.eval_annotations else "")
@@ -95,27 +96,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``dgl-rs eval``: returns 0 and writes the results JSON."""
     parser = build_eval_parser()
     ns = parser.parse_args(argv)
-    cfg = TrainConfig(**{k: v for k, v in vars(ns).items() if k in EVAL_FIELDS})
+    cfg = EvalConfig(**{k: v for k, v in vars(ns).items() if k in EVAL_FIELDS})
     try:
         check_bounds(cfg, EVAL_FIELDS)
         check_data_root(cfg)
     except UsageError as exc:
         parser.error(str(exc))
     setup_logging(None)
-    info = init_distributed(cfg.device)
-    precision = resolve_precision(cfg.precision, info.device)
-    model, preprocess_cfg, meta = _load(ns, cfg, info.device)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    model, preprocess_cfg, meta = _load(ns, cfg, device)
     cfg.num_frames = model.num_frames
     cfg.context_length = model.config["context_length"]
     config = {k: v for k, v in cfg.to_dict().items() if k in EVAL_FIELDS}
     out = _out_path(ns, cfg, meta)
     check_results_target(out, config, meta, ns.overwrite)  # before the long part
-    bundle = build_data(cfg, preprocess_cfg, None, info, train=False)
-    results = {name: evaluate(model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
-                              workers=cfg.workers, precision=precision, context_length=cfg.context_length,
-                              query_bank=bundle.query_bank, video_bank=bundle.video_bank, dsl=cfg.dsl,
-                              progress=not cfg.no_progress, name=name)
-               for name, eval_set in bundle.evals.items()}
+    bundle = build_data(cfg, preprocess_cfg, train=False)
+    results = evaluate_sets(model, bundle.evals, cfg, device, precision, bundle=bundle)
     print(format_table({f"{name} {kind}": rep for name, res in results.items()
                         for kind, rep in res.items() if isinstance(rep, dict)}))
     write_results(out, {"backbone": meta, "method": model.method, "trainable": model.num_trainable(),

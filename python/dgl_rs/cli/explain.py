@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 from ..errors import UsageError
 from ..explain import explain_video, plot_global_attention, save_figure
 from ..factory import load_model
-from ..train.distributed import resolve_device
+from ..services.device import resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..factory import load_model
 from ..index import check_index_target, encode_folder, load_index, save_index, search
-from ..train.distributed import resolve_device
+from ..services.device import resolve_device
 
 
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:

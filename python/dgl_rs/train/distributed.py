@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..services.device import resolve_device
 
 
 @dataclass
@@ -39,25 +39,6 @@ class DistInfo:
 
 def is_using_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:N`` as a device; a name
-    torch does not know or a GPU this machine lacks is a :class:`UsageError`."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise UsageError(f"--device {device}: not a device ('auto', 'cpu', 'cuda' or 'cuda:N')") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {device}: dgl-rs runs on 'cpu' or 'cuda'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine (torch "
-                         f"{torch.__version__}, {torch.cuda.device_count()} GPUs); use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
-    return dev
 
 
 def init_distributed(device: str = "auto", backend: str | None = None,

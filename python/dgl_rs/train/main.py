@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 from .. import checkpoints as ckpt
-from ..evaluate import evaluate, flatten_report, resolve_precision, write_results
 from ..factory import build_method, load_backbone
 from ..files import atomic_write_text, is_temp, remove_stale_temps
-from .data import DataBundle, build_data
+from ..methods import METHODS
+from ..services.data import DataBundle, build_data
+from ..services.device import resolve_precision
+from ..services.evaluate import evaluate_sets, flatten_report, write_results
 from .distributed import (DistInfo, all_gather_object, barrier, broadcast_object,
                           cleanup_distributed, init_distributed)
 from .logger import RunLogger, setup_logging
@@ -101,16 +103,8 @@ def run_evaluation(model, bundle: DataBundle, cfg: TrainConfig, info: DistInfo,
     """Evaluate on every eval set (master rank only; others get ``{}``)."""
     if not info.is_master:
         return {}
-    results = {}
     with preserve_rng():
-        for name, eval_set in bundle.evals.items():
-            results[name] = evaluate(
-                model, eval_set, device=info.device, batch_size=cfg.eval_batch_size,
-                workers=cfg.workers, precision=precision, context_length=cfg.context_length,
-                query_bank=bundle.query_bank if cfg.qb_norm else None,
-                video_bank=bundle.video_bank if cfg.qb_norm else None, dsl=cfg.dsl,
-                progress=not cfg.no_progress, name=name)
-    return results
+        return evaluate_sets(model, bundle.evals, cfg, info.device, precision, bundle=bundle)
 
 
 def run_validation(model, bundle: DataBundle, cfg: TrainConfig, info: DistInfo,
@@ -120,10 +114,7 @@ def run_validation(model, bundle: DataBundle, cfg: TrainConfig, info: DistInfo,
     if not info.is_master:
         return {}
     with preserve_rng():
-        return {name: evaluate(model, val_set, device=info.device, batch_size=cfg.eval_batch_size,
-                               workers=cfg.workers, precision=precision, context_length=cfg.context_length,
-                               progress=not cfg.no_progress, name=f"val {name}")
-                for name, val_set in bundle.vals.items()}
+        return evaluate_sets(model, bundle.vals, cfg, info.device, precision, raw_only=True, prefix="val ")
 
 
 def log_results(results: dict[str, Any]) -> None:
@@ -239,11 +230,11 @@ def _setup(cfg: TrainConfig, info: DistInfo, run_dir: Path) -> Session:
     seed_everything(cfg.seed)
     # Backbone, model, data and optimizer first: an unknown model, unreachable weights or
     # a malformed annotation file fail before the run folder exists.
-    clip, preprocess_cfg, tokenizer = build_backbone(cfg, info.device)
+    clip, preprocess_cfg, _ = build_backbone(cfg, info.device)
     model = build_model(cfg, clip).to(info.device)
     broadcast_trainable(model, info)
     seed_everything(cfg.seed + info.rank)
-    bundle = build_data(cfg, preprocess_cfg, tokenizer, info)
+    bundle = build_data(cfg, preprocess_cfg)
     # One optimizer step = accum_steps micro-batches per rank: the sampler deals whole steps.
     sampler = EpochBatchSampler(len(bundle.train), cfg.batch_size * cfg.accum_steps, seed=cfg.seed,
                                 rank=info.rank, world_size=info.world_size)
@@ -393,7 +384,11 @@ def _run(cfg: TrainConfig, info: DistInfo, on_step) -> int:
 def _restore(path: Path, model, optimizer, scheduler, scaler, cfg: TrainConfig,
              info: DistInfo, steps_per_epoch: int) -> tuple[int, int, int]:
     prompts, state = ckpt.load_checkpoint(path)
-    if state["model_config"] != model.config:
+    try:
+        saved = METHODS[state.get("method") or model.method].cls.upgrade_config(state["model_config"], path)
+    except (KeyError, ValueError):
+        saved = state["model_config"]
+    if saved != model.config:
         raise UsageError(f"--resume {path}: the checkpoint's model config "
                          f"{state['model_config']} differs from this run's {model.config}")
     if state["steps_per_epoch"] != steps_per_epoch:

@@ -10,46 +10,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from ..errors import UsageError
 from ..factory import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..methods import METHODS, Option, settable_options
+from ..services.config import (BOUNDS as DATA_BOUNDS, DATASETS, PRECISIONS, RECIPES, EvalConfig, flag_field,  # noqa: F401
+                               add_arguments, check_bounds, check_data_root)
 
 
-DATASETS = ("msrvtt", "vatex", "lsmdc", "activitynet", "msvd", "didemo", "folder", "synthetic")
 #: --generator picks the default --method dgl-GENERATOR among these.
 DEFAULT_METHOD_GENERATORS = ("transformer", "linear")
-PRECISIONS = ("auto", "fp32", "amp_bf16", "amp")
-
-# Spec section 6: lr / epochs / batch per GPU / words / frames / generator. The paper's
-# text says 5e-3 for MSR-VTT; the released recipe (used here) 2e-3. "folder" (your own
-# data) takes the VATEX recipe; "synthetic" is sized for the tiny CLIP on 2 CPU cores.
-# The paper has no MSVD or DiDeMo recipe: MSVD (short YouTube clips, ~40 captions each)
-# takes VATEX's, DiDeMo (paragraph-to-video, like ActivityNet) ActivityNet's, with
-# CLIP4Clip's 64 words and 64 frames for DiDeMo.
-RECIPES: dict[str, dict[str, Any]] = {
-    "msrvtt": dict(lr=2e-3, epochs=5, batch_size=128, context_length=32, num_frames=12,
-                   generator="transformer"),
-    "vatex": dict(lr=5e-3, epochs=10, batch_size=64, context_length=32, num_frames=12,
-                  generator="linear"),
-    "lsmdc": dict(lr=1e-2, epochs=10, batch_size=64, context_length=32, num_frames=12,
-                  generator="linear"),
-    "activitynet": dict(lr=1e-2, epochs=10, batch_size=16, context_length=64, num_frames=64,
-                        generator="linear"),
-    "msvd": dict(lr=5e-3, epochs=10, batch_size=64, context_length=32, num_frames=12,
-                 generator="linear"),
-    "didemo": dict(lr=1e-2, epochs=10, batch_size=16, context_length=64, num_frames=64,
-                   generator="linear"),
-    "folder": dict(lr=5e-3, epochs=10, batch_size=64, context_length=32, num_frames=12,
-                   generator="linear"),
-    "synthetic": dict(lr=1e-2, epochs=6, batch_size=32, context_length=32, num_frames=8,
-                      generator="linear", model="synthetic-tiny", pretrained="synthetic-tiny"),
-}
 #: Flags of their own (recipe defaults), not generated from the methods' options.
 RECIPE_OPTIONS = ("num_frames", "context_length")
 
@@ -69,146 +41,55 @@ def _method_options() -> tuple[dict[str, Option], dict[str, list]]:
 METHOD_OPTIONS, OPTION_USERS = _method_options()
 
 
-def _f(help: str, default: Any = None, *, flag: Optional[str] = None, **kw: Any):
-    """A dataclass field carrying its argparse help text (and extra argparse kwargs)."""
-    return field(default=default, metadata={"help": help, "flag": flag, **kw})
-
-
 @dataclass
-class _TrainFields:
-    # data
-    dataset: str = _f("dataset format to train on (sets the recipe defaults)", "synthetic",
-                      choices=DATASETS, required=True)
-    data_root: Optional[str] = _f("dataset root folder (videos + annotation files); "
-                                  "not needed for --dataset synthetic")
-    train_annotations: Optional[str] = _f("--dataset folder: CSV or JSONL of (video, caption) "
-                                          "pairs for training (default DATA_ROOT/train.csv|jsonl)")
-    eval_annotations: Optional[str] = _f("--dataset folder: CSV or JSONL of (video, caption) "
-                                         "pairs for evaluation (default DATA_ROOT/test.csv|jsonl)")
-    train_limit: int = _f("use only the first N training videos (0 = all)", 0, type=int)
-    eval_limit: int = _f("use only the first N evaluation videos (0 = all)", 0, type=int)
-    synthetic_split: str = _f("--dataset synthetic: caption split(s) to train and evaluate on",
-                              "both", choices=("static", "temporal", "both"))
-    synthetic_videos: int = _f("--dataset synthetic: training videos per split", 512, type=int)
-    synthetic_eval_videos: int = _f("--dataset synthetic: test videos per split", 256, type=int)
-    synthetic_seed: int = _f("--dataset synthetic: seed of the training videos (test videos "
-                             "use seed + 1000, validation videos seed + 2000)", 0, type=int)
-    val_split: Optional[str] = _f(
-        "choose the best epoch on a validation split, never the test split: 'val' (the dataset's "
-        "own: MSVD val_list.txt, DiDeMo val_data.json, LSMDC LSMDC16_annos_val.csv, VATEX "
-        "val_list.txt, folder --val-annotations, synthetic fresh videos) or 'holdout' (--val-videos "
-        "training videos held out; MSR-VTT and ActivityNet have no split apart from their test). "
-        "Validated after every epoch; best/ gets the prompts with the highest validation t2v R@1",
-        choices=("val", "holdout"))
-    val_videos: int = _f("validation videos: with --val-split holdout how many training videos to "
-                         "hold out (required); synthetic: videos per split (default --synthetic-eval-"
-                         "videos); otherwise use only the first N (0 = all)", 0, type=int)
-    val_annotations: Optional[str] = _f("--dataset folder --val-split val: CSV or JSONL of (video, "
-                                        "caption) pairs for validation (default DATA_ROOT/val.csv|jsonl)")
-    workers: int = _f("data-loader worker processes per rank", 2, type=int)
-    on_broken: Optional[str] = _f(
-        "what a broken or missing video does: 'skip' it (counted in the log) or 'raise' an "
-        "error naming it. Default: skip in training, raise in evaluation",
-        choices=("skip", "raise"))
-    # model
-    model: Optional[str] = _f(f"open_clip model name (default {DEFAULT_MODEL}; synthetic-tiny "
-                              "for --dataset synthetic)")
-    pretrained: Optional[str] = _f(f"backbone weights: 'openai', a local checkpoint file, "
-                                   f"'synthetic-tiny' (the shipped tiny CLIP) or 'none' "
-                                   f"(default {DEFAULT_PRETRAINED}; synthetic-tiny for "
-                                   "--dataset synthetic)")
-    method: Optional[str] = _f("what to train: a method of the paper's Tables 1 and 3 (`dgl-rs "
+class _TrainFields(EvalConfig):
+    method: Optional[str] = flag_field("what to train: a method of the paper's Tables 1 and 3 (`dgl-rs "
                                "methods` lists them; default: dgl-GENERATOR)", choices=sorted(METHODS))
-    num_frames: Optional[int] = _f("frames per video T (default: recipe)", type=int)
-    context_length: Optional[int] = _f("text context length in tokens (default: recipe)", type=int)
     # optimisation (spec section 6)
-    epochs: Optional[int] = _f("training epochs (default: recipe)", type=int)
-    batch_size: Optional[int] = _f("videos per rank per micro-batch; the contrastive batch of one "
+    epochs: Optional[int] = flag_field("training epochs (default: recipe)", type=int)
+    batch_size: Optional[int] = flag_field("videos per rank per micro-batch; the contrastive batch of one "
                                    "optimizer step is batch-size x accum-steps x world-size "
                                    "(default: recipe)", type=int)
-    accum_steps: int = _f("micro-batches per optimizer step (gradient accumulation). The loss is that "
+    accum_steps: int = flag_field("micro-batches per optimizer step (gradient accumulation). The loss is that "
                           "of the whole batch, as if it had been one (gradient caching: every "
                           "micro-batch is embedded once without a graph, then again with one), so "
                           "the gradient equals the larger batch's; memory: one micro-batch", 1, type=int)
-    lr: Optional[float] = _f("peak learning rate (default: recipe)", type=float)
-    wd: float = _f("AdamW weight decay (not applied to biases and 1-D params)", 0.2, type=float)
-    beta1: float = _f("AdamW beta1", 0.9, type=float)
-    beta2: float = _f("AdamW beta2", 0.98, type=float)
-    eps: float = _f("AdamW epsilon", 1e-6, type=float)
-    warmup: float = _f("linear warm-up: a fraction of all steps if < 1, else a step count",
+    lr: Optional[float] = flag_field("peak learning rate (default: recipe)", type=float)
+    wd: float = flag_field("AdamW weight decay (not applied to biases and 1-D params)", 0.2, type=float)
+    beta1: float = flag_field("AdamW beta1", 0.9, type=float)
+    beta2: float = flag_field("AdamW beta2", 0.98, type=float)
+    eps: float = flag_field("AdamW epsilon", 1e-6, type=float)
+    warmup: float = flag_field("linear warm-up: a fraction of all steps if < 1, else a step count",
                        0.1, type=float)
-    grad_clip: float = _f("clip the global gradient norm to this (0 = off)", 1.0, type=float)
-    precision: str = _f("'auto' = amp_bf16 on CUDA (amp = fp16 with a grad scaler), fp32 on CPU",
-                        "auto", choices=PRECISIONS)
-    seed: int = _f("random seed (prompt init, shuffle order, frame sampling)", 0, type=int)
+    grad_clip: float = flag_field("clip the global gradient norm to this (0 = off)", 1.0, type=float)
+    seed: int = flag_field("random seed (prompt init, shuffle order, frame sampling)", 0, type=int)
     # evaluation
-    eval_every: int = _f("evaluate every N epochs (and after the last; 0 = only after the last)",
+    eval_every: int = flag_field("evaluate every N epochs (and after the last; 0 = only after the last)",
                          1, type=int)
-    eval_batch_size: int = _f("videos per batch when computing evaluation embeddings", 32,
-                              type=int)
-    qb_norm: bool = _f("also report QB-Norm, both directions (banks: the training captions and "
-                       "training videos), as its paper sets it and as the DGL release's script does", False,
-                       action="store_true")
-    dsl: bool = _f("also report dual-softmax (DSL) post-processing", False, action="store_true")
     # run
-    device: str = _f("'auto', 'cpu', 'cuda' or 'cuda:N' (under torchrun: the local rank)", "auto")
-    dist_backend: Optional[str] = _f("torch.distributed backend (default nccl on CUDA, gloo on CPU)")
-    output_dir: str = _f("folder holding one sub-folder per run", "runs")
-    name: Optional[str] = _f("run name (default DATE-DATASET-GENERATOR); required with "
+    dist_backend: Optional[str] = flag_field("torch.distributed backend (default nccl on CUDA, gloo on CPU)")
+    output_dir: str = flag_field("folder holding one sub-folder per run", "runs")
+    name: Optional[str] = flag_field("run name (default DATE-DATASET-GENERATOR); required with "
                              "--resume latest")
-    resume: Optional[str] = _f("continue from a checkpoint: a file, a run folder, or 'latest' "
+    resume: Optional[str] = flag_field("continue from a checkpoint: a file, a run folder, or 'latest' "
                                "(newest checkpoint of --name; a fresh start if there is none)")
-    save_every: int = _f("also checkpoint every N steps (0 = at the end of each epoch only)",
+    save_every: int = flag_field("also checkpoint every N steps (0 = at the end of each epoch only)",
                          0, type=int)
-    keep_checkpoints: int = _f("keep the newest N checkpoints (0 = all)", 2, type=int)
-    log_every: int = _f("log train loss / lr / throughput every N steps", 10, type=int)
-    no_tensorboard: bool = _f("do not write TensorBoard events", False, action="store_true")
-    no_progress: bool = _f("no progress bars (drawn only when stderr is a terminal anyway; a log "
-                           "file gets one line per epoch)", False, action="store_true")
+    keep_checkpoints: int = flag_field("keep the newest N checkpoints (0 = all)", 2, type=int)
+    log_every: int = flag_field("log train loss / lr / throughput every N steps", 10, type=int)
+    no_tensorboard: bool = flag_field("do not write TensorBoard events", False, action="store_true")
 
 
-def _option_field(opt: Option):
-    return field(default=None, metadata={"option": opt})
+
+def _option_field(opt: Option, users: list):
+    return field(default=None, metadata={"option": opt, "users": () if len(users) == len(METHODS) else users})
 
 
 #: The configuration of ``dgl-rs train``: the fields above plus one per method option
 #: (:data:`METHOD_OPTIONS`, None: the method's default), each a flag and a key of config.json.
 TrainConfig = dataclasses.make_dataclass(
-    "TrainConfig", [(k, Any, _option_field(o)) for k, o in METHOD_OPTIONS.items()], bases=(_TrainFields,),
-    namespace={"to_dict": lambda self: _plain(dataclasses.asdict(self)),
-               "to_json": lambda self: json.dumps(self.to_dict(), indent=2, sort_keys=True),
-               "__module__": __name__})
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return [_plain(v) for v in value] if isinstance(value, (tuple, list, range)) else value
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls=TrainConfig,
-                  include: Optional[Sequence[str]] = None,
-                  defaults: Optional[dict[str, Any]] = None) -> None:
-    """One kebab-case flag per dataclass field (or per field in ``include``), with the
-    field's help text; ``defaults`` overrides field defaults."""
-    group = None
-    for f in dataclasses.fields(cls):
-        if include is not None and f.name not in include:
-            continue
-        if "option" in f.metadata:
-            group = group or parser.add_argument_group("method options (dgl-rs methods --options NAME)")
-            users = OPTION_USERS[f.name]
-            f.metadata["option"].add_flag(group, () if len(users) == len(METHODS) else users)
-            continue
-        meta = dict(f.metadata)
-        flag = meta.pop("flag", None) or "--" + f.name.replace("_", "-")
-        help_text = meta.pop("help")
-        default = (defaults or {}).get(f.name, f.default)
-        if ("action" not in meta and not meta.get("required") and default is not None
-                and "(default" not in help_text):
-            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-            help_text += f" (default {shown})"
-        parser.add_argument(flag, dest=f.name, default=default, help=help_text, **meta)
+    "TrainConfig", [(k, Any, _option_field(o, OPTION_USERS[k])) for k, o in METHOD_OPTIONS.items()], bases=(_TrainFields,),
+    namespace={"__module__": __name__})
 
 
 def apply_recipe(cfg: TrainConfig) -> TrainConfig:
@@ -262,14 +143,12 @@ def method_options(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
-#: The range of every number flag: (field, lowest, lowest allowed?, highest (excluded) or
-#: None). NaN and inf are never allowed.
+#: The range of every number flag (see :data:`dgl_rs.services.config.BOUNDS`).
 BOUNDS = (
-    *((key, 1, True, None) for key in ("epochs", "batch_size", "num_frames", "context_length",
-                                       "eval_batch_size", "log_every",
-                                       "synthetic_videos", "synthetic_eval_videos", "accum_steps")),
-    *((key, 0, True, None) for key in ("workers", "train_limit", "eval_limit", "val_videos", "save_every",
-                                       "keep_checkpoints", "eval_every", "grad_clip", "wd", "warmup")),
+    *DATA_BOUNDS,
+    *((key, 1, True, None) for key in ("epochs", "batch_size", "log_every", "accum_steps")),
+    *((key, 0, True, None) for key in ("save_every", "keep_checkpoints", "eval_every", "grad_clip", "wd",
+                                       "warmup")),
     *((key, o.low if o.kind != "pair" else 0, o.kind != "float", None) for key, o in METHOD_OPTIONS.items()
       if o.kind in ("int", "float", "pair")),
     ("lr", 0, False, None), ("eps", 0, False, None),
@@ -277,27 +156,8 @@ BOUNDS = (
 )
 
 
-def _in_range(value, low, closed: bool, high) -> bool:
-    return (math.isfinite(value) and (value >= low if closed else value > low)
-            and (high is None or value < high))
-
-
-def check_bounds(cfg, fields: Optional[Sequence[str]] = None) -> None:
-    """Every number flag (of ``fields``, default all) finite and in its range
-    (:data:`BOUNDS`), else a :class:`UsageError` naming the flag."""
-    for key, low, closed, high in BOUNDS:
-        value = getattr(cfg, key, None)
-        if value is None or (fields is not None and key not in fields):
-            continue
-        values = value if isinstance(value, (tuple, list)) else [value]
-        if not all(_in_range(v, low, closed, high) for v in values):
-            wanted = f"{'>=' if closed else '>'} {low}" + (f" and < {high}" if high is not None else "")
-            shown = " ".join(map(str, values))
-            raise UsageError(f"--{key.replace('_', '-')} must be finite and {wanted}, got {shown}")
-
-
 def validate(cfg: TrainConfig) -> None:
-    check_bounds(cfg)
+    check_bounds(cfg, bounds=BOUNDS)
     check_data_root(cfg)
     check_val_split(cfg)
     if cfg.resume == "latest" and not cfg.name:
@@ -315,23 +175,12 @@ def check_val_split(cfg: TrainConfig) -> None:
         raise UsageError("--val-annotations is for --dataset folder --val-split val")
 
 
-def check_data_root(cfg) -> None:
-    """A real dataset needs an existing --data-root (checked before any model loads)."""
-    if cfg.dataset == "synthetic":
-        return
-    if not cfg.data_root:
-        raise UsageError(f"--data-root is required for --dataset {cfg.dataset}")
-    if not os.path.isdir(cfg.data_root):
-        raise UsageError(f"--data-root {cfg.data_root}: no such directory (the {cfg.dataset} "
-                         "dataset root: annotation files and a videos/ folder)")
-
-
 def build_parser(prog: str = "dgl-rs train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Prompt-tune DGL on a frozen open_clip backbone "
         "(torchrun --nproc-per-node N for data parallel).",
     )
-    add_arguments(parser)
+    add_arguments(parser, TrainConfig)
     return parser
 
 

@@ -35,7 +35,7 @@ from ..data import VideoTransform, sample_stills
 from ..files import atomic_write, atomic_write_text
 from ..losses import symmetric_infonce
 from ..progress import progress_bar
-from .distributed import resolve_device
+from ..services.device import resolve_device
 from .optim import param_groups
 from .scheduler import warmup_cosine_lr
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..evaluate import autocast_for
+from ..services.device import autocast_for
 from ..losses import symmetric_infonce
 from ..progress import progress_bar
 from .distributed import DistInfo, all_reduce_grads, gather_with_grad

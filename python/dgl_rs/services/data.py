@@ -1,5 +1,6 @@
-"""What the trainer and ``dgl-rs eval`` read: training pairs, evaluation sets and the
-QB-Norm query bank of each dataset format (:mod:`dgl_rs.data` does the reading)."""
+"""Dataset assembly for every command: training pairs, evaluation and validation sets and
+QB-Norm's banks of each dataset format, from the flags of an
+:class:`~dgl_rs.services.config.EvalConfig` (:mod:`dgl_rs.data` does the reading)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from ..data.synthetic import SyntheticVideoDataset
 from ..data.video import VideoTransform
 from ..errors import UsageError
 from ..backbone.text import tokenize
-from .distributed import DistInfo
-from .params import TrainConfig
+from .config import EvalConfig
 
 
 # ----------------------------------------------------------------------------- data
@@ -58,7 +58,7 @@ def _folder_annotations(root: Path, given: Optional[str], stem: str) -> Path:
                      "(a CSV with columns video,caption or a JSONL of {video, caption})")
 
 
-def read_records(cfg: TrainConfig, train: bool):
+def read_records(cfg: EvalConfig, train: bool):
     """The dataset's VideoRecords for training (``train``) or evaluation."""
     root = Path(cfg.data_root)
     if not root.is_dir():
@@ -78,8 +78,9 @@ def read_records(cfg: TrainConfig, train: bool):
     return records[:limit] if limit else records
 
 
-def data_transform(cfg: TrainConfig, preprocess_cfg):
-    """``(VideoTransform, tokenize)`` for the backbone's input size and mean/std."""
+def data_transform(cfg: EvalConfig, preprocess_cfg):
+    """``(VideoTransform, tokenize)`` for the backbone's input size and mean/std, and the
+    one tokenizer (:func:`dgl_rs.tokenize`) at ``cfg.context_length``."""
     pre = dict(preprocess_cfg or {})
     context_length = cfg.context_length
 
@@ -89,8 +90,7 @@ def data_transform(cfg: TrainConfig, preprocess_cfg):
     return VideoTransform.from_preprocess_cfg(pre), tok
 
 
-def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo,
-               train: bool = True) -> DataBundle:
+def build_data(cfg: EvalConfig, preprocess_cfg, train: bool = True) -> DataBundle:
     """Training pairs (``train``), evaluation set(s) and (with --qb-norm) QB-Norm's banks:
     the training captions and the training videos (never the test split's)."""
     transform, tok = data_transform(cfg, preprocess_cfg)
@@ -119,7 +119,7 @@ def build_data(cfg: TrainConfig, preprocess_cfg, tokenizer, info: DistInfo,
 SYNTHETIC_EVAL_SEED_OFFSET = 1000  # test videos come from another seed than training
 
 
-def build_synthetic_data(cfg: TrainConfig, transform, tok, train_err: str,
+def build_synthetic_data(cfg: EvalConfig, transform, tok, train_err: str,
                          eval_err: str) -> DataBundle:
     """The synthetic benchmark: train on the chosen split(s) ("both" = the ``mixed``
     split, half static, half temporal), evaluate on each split separately, on videos
@@ -158,7 +158,7 @@ def holdout_split(records: list, n: int) -> tuple[list, list]:
             [r for i, r in enumerate(records) if i in held])
 
 
-def read_val_records(cfg: TrainConfig) -> list:
+def read_val_records(cfg: EvalConfig) -> list:
     """The validation videos of ``--val-split`` (a real dataset)."""
     if cfg.val_split == "holdout":
         whole = dataclasses.replace(cfg, val_split=None, train_limit=0)
@@ -177,7 +177,7 @@ def read_val_records(cfg: TrainConfig) -> list:
     return records[:cfg.val_videos] if cfg.val_videos else records
 
 
-def build_val_sets(cfg: TrainConfig, transform, tok, eval_err: str, test_ids) -> dict:
+def build_val_sets(cfg: EvalConfig, transform, tok, eval_err: str, test_ids) -> dict:
     """``{"val": EvalSet}`` for ``--val-split`` (``{}`` without it). A validation video that
     is also a test video is an error: selection must never see the test split."""
     if not cfg.val_split:
@@ -191,7 +191,7 @@ def build_val_sets(cfg: TrainConfig, transform, tok, eval_err: str, test_ids) ->
     return {"val": D.EvalSet(records, cfg.num_frames, transform, tokenizer=tok, on_error=eval_err)}
 
 
-def synthetic_val_sets(cfg: TrainConfig, splits: list, kw: dict) -> dict:
+def synthetic_val_sets(cfg: EvalConfig, splits: list, kw: dict) -> dict:
     """One validation set per evaluated split, drawn from seed + 2000 (training: seed, test:
     seed + 1000), ``--val-videos`` videos each (default ``--synthetic-eval-videos``)."""
     if not cfg.val_split:

@@ -10,7 +10,6 @@ softmax (DSL) are reported separately from the raw scores, never mixed in.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -21,33 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics
-from .errors import UsageError
-from .files import atomic_write_text
-from .progress import progress_bar
-from .backbone.text import tokenize
+from .. import metrics
+from ..backbone.text import tokenize
+from ..errors import UsageError
+from ..files import atomic_write_text
+from ..progress import progress_bar
+from .device import autocast_for
 
 log = logging.getLogger("dgl_rs.evaluate")
-
-
-def autocast_for(precision: str, device: torch.device):
-    """Autocast context of a resolved precision (fp32 / amp_bf16 / amp)."""
-    if precision == "amp_bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision == "amp":
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> amp_bf16 on CUDA with bf16 support (amp otherwise), fp32 on CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "amp_bf16" if torch.cuda.is_bf16_supported() else "amp"
-    if precision != "fp32" and device.type != "cuda":
-        raise UsageError(f"--precision {precision} needs a CUDA device (CPU runs in fp32)")
-    return precision
 
 
 def _frames_of(item) -> torch.Tensor:
@@ -264,3 +244,18 @@ def write_results(path: str | os.PathLike, results: dict[str, Any]) -> Path:
     return atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
+
+
+def evaluate_sets(model, sets: dict, cfg, device, precision: str, *, bundle=None, raw_only: bool = False,
+                  prefix: str = "") -> dict[str, Any]:
+    """:func:`evaluate` on every set of ``sets`` (name -> eval set) with the evaluation
+    flags of ``cfg`` (an :class:`~dgl_rs.services.config.EvalConfig`): ``{name: results}``.
+    QB-Norm (with ``cfg.qb_norm``, banks from ``bundle``: a :class:`~.data.DataBundle`)
+    and DSL (``cfg.dsl``) are reported beside the raw scores unless ``raw_only``
+    (validation). What training, validation, ``dgl-rs eval`` and the benchmark all run."""
+    qb = not raw_only and cfg.qb_norm and bundle is not None
+    return {name: evaluate(model, eval_set, device=device, batch_size=cfg.eval_batch_size, workers=cfg.workers,
+                           precision=precision, context_length=cfg.context_length,
+                           query_bank=bundle.query_bank if qb else None, video_bank=bundle.video_bank if qb else None,
+                           dsl=cfg.dsl and not raw_only, progress=not cfg.no_progress, name=f"{prefix}{name}")
+            for name, eval_set in sets.items()}
