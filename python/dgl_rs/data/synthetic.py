@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import EvalSet, TrainPairs, VideoRecord, _item_rng
+from .datasets import EvalSet, TrainPairs, _item_rng
+from .readers import VideoRecord
 from .video import OPENAI_MEAN, OPENAI_STD, VideoTransform, write_video
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -406,7 +407,7 @@ def write_synthetic_videos(out_dir: os.PathLike | str, split: str = "temporal",
                            seed: int = 0, fps: int = 4) -> list[VideoRecord]:
     """Render ``num_videos`` synthetic videos as real ``.mp4`` files (H.264) plus
     ``captions.csv`` (columns ``video,caption``) in ``out_dir``: a dataset in the
-    ``folder`` format (:func:`~dgl_rs.data.datasets.read_folder`)."""
+    ``folder`` format (:func:`~dgl_rs.data.readers.read_folder`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
