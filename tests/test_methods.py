@@ -606,7 +606,7 @@ def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
     """`dgl-rs benchmark` (the demo's machinery) on a fast configuration: one table, JSON,
     Markdown and PNG, every requested method with every column."""
     from dgl_rs.cli import main
-    from dgl_rs.cli.benchmark import ENTRIES
+    from dgl_rs.experiments.entries import ENTRIES
 
     argv = ["benchmark", "--methods", "zero-shot", "vpt", "dgl-linear+temporal", "--videos", "8",
             "--eval-videos", "8", "--epochs", "1", "--batch-size", "8", "--num-frames", "2",
