@@ -1,10 +1,12 @@
 """load_clip and the shipped synthetic-tiny backbone; pretrain-synthetic."""
 
 import json
+import math
 import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dgl_rs.backbone.loading import SYNTHETIC_TINY_WEIGHTS, load_clip
 
@@ -14,15 +16,64 @@ def tiny():
     return load_clip("synthetic-tiny")
 
 
-def test_synthetic_tiny_loads_with_shapes(tiny):
+def _block(x, w, prefix, heads, mask=None):
+    """One pre-LN CLIP residual block written out: attention, then a QuickGELU MLP."""
+    p = lambda name: w[f"{prefix}.{name}"]  # noqa: E731
+    b, n, d = x.shape
+    h = F.layer_norm(x, (d,), p("ln_1.weight"), p("ln_1.bias"))
+    q, k, v = (h @ p("attn.in_proj_weight").T + p("attn.in_proj_bias")).chunk(3, dim=-1)
+    q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d // heads)
+    att = (scores + (0 if mask is None else mask)).softmax(dim=-1) @ v
+    x = x + att.transpose(1, 2).reshape(b, n, d) @ p("attn.out_proj.weight").T + p("attn.out_proj.bias")
+    h = F.layer_norm(x, (d,), p("ln_2.weight"), p("ln_2.bias")) @ p("mlp.c_fc.weight").T + p("mlp.c_fc.bias")
+    return x + (h * torch.sigmoid(1.702 * h)) @ p("mlp.c_proj.weight").T + p("mlp.c_proj.bias")
+
+
+def _reference_clip(w, images, tokens):
+    """CLIP's two towers computed from the shipped weights alone (float64, no open_clip):
+    the config says 4 blocks each, 4 visual heads of 32, 2 text heads of 32, patch 16."""
+    x = F.conv2d(images, w["visual.conv1.weight"], stride=16).flatten(2).transpose(1, 2)
+    x = torch.cat([w["visual.class_embedding"].expand(len(x), 1, -1), x], dim=1) + w["visual.positional_embedding"]
+    x = F.layer_norm(x, (128,), w["visual.ln_pre.weight"], w["visual.ln_pre.bias"])
+    for i in range(4):
+        x = _block(x, w, f"visual.transformer.resblocks.{i}", heads=4)
+    img = F.layer_norm(x[:, 0], (128,), w["visual.ln_post.weight"], w["visual.ln_post.bias"]) @ w["visual.proj"]
+    t = w["token_embedding.weight"][tokens] + w["positional_embedding"]
+    causal = torch.full((32, 32), float("-inf"), dtype=t.dtype).triu(1)
+    for i in range(4):
+        t = _block(t, w, f"transformer.resblocks.{i}", heads=2, mask=causal)
+    t = F.layer_norm(t, (64,), w["ln_final.weight"], w["ln_final.bias"])
+    return img, t[torch.arange(len(t)), tokens.argmax(dim=-1)] @ w["text_projection"]
+
+
+def test_synthetic_tiny_computes_clip_from_the_shipped_weights(tiny):
+    """The loaded model is CLIP on the shipped weights: its image and text embeddings equal
+    an independent computation from the safetensors file; preprocessing is OpenAI CLIP's
+    and the tokenizer is the package's (``[SOT, words, EOT, 0...]``, 32 ids)."""
+    from safetensors.torch import load_file
+
+    from dgl_rs.data import OPENAI_MEAN, OPENAI_STD
+    from dgl_rs.text import tokenize
+
     model, pp, tok = tiny
-    assert pp["image_size"] == 64 and len(pp["mean"]) == 3 and len(pp["std"]) == 3
-    tokens = tok(["a red circle in the top left", "a blue square"])
-    assert tokens.shape == (2, 32) and tokens.dtype == torch.long
+    assert pp == {"image_size": 64, "mean": tuple(OPENAI_MEAN), "std": tuple(OPENAI_STD)}
+    captions = ["a red circle in the top left", "a blue square"]
+    tokens = tok(captions)
+    assert torch.equal(tokens, tokenize(captions, context_length=32))
+    assert tokens[:, 0].tolist() == [49406] * 2 and tokens[0, 8] == tokens[1, 4] == 49407  # SOT, 7 / 3 words, EOT
+    assert not tokens[0, 9:].any() and not tokens[1, 5:].any()
+    torch.manual_seed(0)
+    images = torch.randn(3, 3, 64, 64)
+    images[2] = images[0]
     with torch.no_grad():
-        img = model.encode_image(torch.zeros(3, 3, 64, 64))
-        txt = model.encode_text(tokens)
-    assert img.shape == (3, 64) and txt.shape == (2, 64)
+        img, txt = model.encode_image(images), model.encode_text(tokens)
+    w = {k: v.double() for k, v in load_file(str(SYNTHETIC_TINY_WEIGHTS)).items()}
+    want_img, want_txt = _reference_clip(w, images.double(), tokens)
+    torch.testing.assert_close(img.double(), want_img, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(txt.double(), want_txt, rtol=1e-4, atol=1e-4)
+    assert torch.equal(img[0], img[2]) and not torch.allclose(img[0], img[1], atol=1e-3)
+    assert not torch.allclose(txt[0], txt[1], atol=1e-3)
     assert not model.training
 
 

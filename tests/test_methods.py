@@ -372,10 +372,32 @@ def test_any_directly_built_dgl_saves_and_loads(tmp_path):
 
 
 def test_dgl_keeps_its_public_constructor():
+    """``DGL(clip, generator="linear", ...)`` builds exactly what ``build_method(clip,
+    "dgl-linear", ...)`` builds: the same configuration, the same trainable tensors (from
+    the same seed) and the same embeddings."""
     clip = tiny_clip()
-    m = DGL(clip, num_frames=3, generator="linear", num_global=2, num_frame_prompts=2, num_text_prompts=(2, 2),
-            context_length=12)
-    assert m.method == "dgl-linear"
+    options = dict(num_global=2, num_frame_prompts=2, num_text_prompts=(2, 2), context_length=12)
+    torch.manual_seed(0)
+    m = DGL(clip, num_frames=3, generator="linear", **options)
+    torch.manual_seed(0)
+    want = build_method(clip, "dgl-linear", num_frames=3, **options)
+    assert m.method == "dgl-linear" and type(m) is type(want) is DGL
+    assert m.config == want.config
+    assert {k: m.config[k] for k in ("num_frames", "generator", "num_global", "num_text_prompts", "pool",
+                                     "attention")} == {"num_frames": 3, "generator": "linear", "num_global": 2,
+                                                       "num_text_prompts": [2, 2], "pool": "global",
+                                                       "attention": "global_local"}
+    got, expected = dict(m.named_trainable_parameters()), dict(want.named_trainable_parameters())
+    assert {k: tuple(v.shape) for k, v in got.items()} == {
+        "global_prompts": (2, 32), "generator.frame_prompts": (2, 2, 32),  # 2 blocks x 2 prompts x width 32
+        "generator.pre.weight": (16, 32), "generator.pre.bias": (16,),
+        "generator.post.weight": (16, 32), "generator.post.bias": (16,)}
+    assert m.num_trainable() == 2 * 32 + 2 * 2 * 32 + 2 * (16 * 32 + 16)
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    frames, tokens = frames_for(clip), dgl_rs.tokenize(CAPTIONS[:2], context_length=12)
+    with torch.no_grad():
+        assert torch.equal(m.encode_video(frames), want.encode_video(frames))
+        assert torch.equal(m.encode_text(tokens), want.encode_text(tokens))
 
 
 # ---- the rest of Table 1 (issue 12) -------------------------------------------------------------
@@ -607,7 +629,7 @@ def test_benchmark_json_has_every_method_and_column(tmp_path, capsys):
     """`dgl-rs benchmark` (the demo's machinery) on a fast configuration: one table, JSON,
     Markdown and PNG, every requested method with every column."""
     from dgl_rs.cli import main
-    from dgl_rs.cli.benchmark import ENTRIES
+    from dgl_rs.experiments.entries import ENTRIES
 
     argv = ["benchmark", "--methods", "zero-shot", "vpt", "dgl-linear+temporal", "--videos", "8",
             "--eval-videos", "8", "--epochs", "1", "--batch-size", "8", "--num-frames", "2",

@@ -471,10 +471,23 @@ def test_dgl_itself_refuses_huge_counts_up_front(clip):
 
 
 def test_seqtransf_with_more_frames_than_text_positions(clip):
-    try:  # either works or is refused with a ValueError naming the limit
-        build_method(clip, "full-finetune-seqtransf", num_frames=40)  # synthetic-tiny has 32 text positions
-    except ValueError:
-        pass
+    """It works (CLIP4Clip's seqTransf has no frame limit of its own): the first 32 frame
+    positions start as the text tower's 32 positional embeddings, the other 8 keep their
+    own initialisation, and 40 frames encode to a finite embedding that each of the 40
+    positions reaches."""
+    torch.manual_seed(0)
+    model = build_method(clip, "full-finetune-seqtransf", num_frames=40)  # synthetic-tiny has 32 text positions
+    position = model.temporal.position
+    assert clip.positional_embedding.shape == (32, 64) and position.shape == (40, 64)
+    assert torch.equal(position[:32], clip.positional_embedding)
+    extra = position[32:].detach()
+    assert extra.abs().max() > 0 and 0.005 < float(extra.std()) < 0.02  # normal(std=0.01), not copied nor zero
+    frames = torch.randn(2, 40, 3, 64, 64)
+    with torch.no_grad():
+        video = model.encode_video(frames)
+        assert video.shape == (2, 64) and torch.isfinite(video).all()
+        position[39] += 1.0  # the last frame's position is used
+        assert not torch.allclose(model.encode_video(frames), video, atol=1e-6)
 
 
 def test_attention_counts_must_be_ints_not_bools():

@@ -125,9 +125,41 @@ def test_dataset_interfaces():
     assert test.captions == [s.caption for s in test.specs]
 
 
+SOT, EOT = 49406, 49407  # open_clip's start / end of text ids
+
+CAPTIONS = ["a red circle in the top left", "A Blue  square, on the RIGHT!",
+            "a green triangle appears, then a white circle disappears",
+            " ".join(["a purple square moves from left to right at the top"] * 4)]  # > 32 tokens
+
+
+def test_the_package_tokenizer_gives_the_ids_of_open_clips_simple_tokenizer():
+    """The synthetic dataset used to build its own ``open_clip.SimpleTokenizer(32)``; the
+    package's one tokenizer gives the same ids (also for a caption cut at 32 tokens)."""
+    import open_clip
+
+    from dgl_rs.text import tokenize
+
+    want = open_clip.SimpleTokenizer(context_length=32)(CAPTIONS)
+    got = tokenize(CAPTIONS, context_length=32)
+    assert torch.equal(got, want)
+    assert (got[:, 0] == SOT).all() and (got[-1] != 0).all() and got[-1, -1] == EOT  # cut, still ends with EOT
+
+
 def test_default_tokenizer_is_open_clip_with_32_tokens():
-    ds = SyntheticVideoDataset("static", 2, num_frames=2, seed=0, train=True)
-    assert ds[0]["text"].shape == (32,) and ds[0]["text"].dtype == torch.long
+    import open_clip
+
+    from dgl_rs.text import tokenize
+
+    ds = SyntheticVideoDataset("static", 4, num_frames=2, seed=0, train=True)
+    for i in range(len(ds)):
+        caption = ds.records[ds[i]["video_index"]].captions[ds[i]["caption_index"]]
+        text = ds[i]["text"]
+        assert text.shape == (32,) and text.dtype == torch.long
+        assert torch.equal(text, tokenize([caption], context_length=32)[0])
+        assert torch.equal(text, open_clip.SimpleTokenizer(context_length=32)([caption])[0])
+        # [SOT, one id per word, EOT, 0...]: the synthetic captions are plain lowercase words
+        n = len(caption.split())
+        assert text[0] == SOT and text[n + 1] == EOT and not text[n + 2:].any()
 
 
 def test_stills_have_static_captions():

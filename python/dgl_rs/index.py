@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data.datasets import VIDEO_EXTENSIONS, EvalSet, VideoRecord
+from .data.datasets import EvalSet
+from .data.readers import VIDEO_EXTENSIONS, VideoRecord
 from .data.video import VideoTransform
 from .errors import UsageError
 from .services.evaluate import encode_texts, encode_videos

@@ -3,20 +3,17 @@
 - :func:`decode_frames`, :class:`VideoTransform`, :class:`VideoDecodeError` (``video``)
 - readers (``read_msrvtt``, ``read_vatex``, ``read_lsmdc``, ``read_activitynet``,
   ``read_msvd``, ``read_didemo``, ``read_folder``, ``read_dataset``) -> :class:`VideoRecord`
-  lists; :class:`TrainPairs`, :class:`EvalSet`, :func:`make_loader`, :func:`collate_skip` (``datasets``)
+  lists (``readers``)
+- :class:`TrainPairs`, :class:`EvalSet`, :func:`make_loader`, :func:`collate_skip` (``datasets``)
 - :class:`SyntheticVideoDataset`, :func:`render_video`, :func:`write_synthetic_videos`
   (``synthetic``)
 """
 
-from .datasets import (
+from .datasets import EvalSet, TrainPairs, VideoLoader, collate_skip, make_loader, seed_worker
+from .readers import (
     READERS,
-    EvalSet,
-    TrainPairs,
-    VideoLoader,
     VideoRecord,
-    collate_skip,
     index_videos,
-    make_loader,
     read_activitynet,
     read_dataset,
     read_didemo,
@@ -25,7 +22,6 @@ from .datasets import (
     read_msrvtt,
     read_msvd,
     read_vatex,
-    seed_worker,
 )
 from .synthetic import (
     SyntheticVideoDataset,

@@ -24,9 +24,11 @@ videos; only a model that sees frame order can tell them apart.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -34,7 +36,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import EvalSet, TrainPairs, VideoRecord, _item_rng
+from ..files import atomic_write_text
+from ..backbone.text import tokenize
+from .datasets import EvalSet, TrainPairs, _item_rng
+from .readers import VideoRecord
 from .video import OPENAI_MEAN, OPENAI_STD, VideoTransform, write_video
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -352,12 +357,6 @@ class _Renderer:
                             segment_times(num_frames, train, rng))
 
 
-def _default_tokenizer(context_length: int = 32):
-    import open_clip
-
-    return open_clip.SimpleTokenizer(context_length=context_length)
-
-
 class SyntheticVideoDataset(Dataset):
     """The synthetic benchmark behind the same interface as the real datasets.
 
@@ -366,7 +365,8 @@ class SyntheticVideoDataset(Dataset):
     ``train=False``: an :class:`~dgl_rs.data.datasets.EvalSet` (items ``{"frames",
     "video_index"}`` at segment centres, plus ``captions`` and ``caption_to_video``).
     Frames are float32 (num_frames, 3, image_size, image_size), normalised with
-    ``mean``/``std``; ``tokenizer`` defaults to open_clip's with context length 32.
+    ``mean``/``std``; ``tokenizer`` defaults to :func:`dgl_rs.text.tokenize` (open_clip's)
+    with context length 32.
     Every other attribute is the wrapped dataset's (``specs`` and ``records`` too).
     """
 
@@ -383,7 +383,7 @@ class SyntheticVideoDataset(Dataset):
         render = _Renderer(render_size or image_size)
         if train:
             self.dataset: Any = TrainPairs(records, num_frames, transform,
-                                           tokenizer or _default_tokenizer(),
+                                           tokenizer or partial(tokenize, context_length=32),
                                            on_error="raise", load_video=render)
         else:
             self.dataset = EvalSet(records, num_frames, transform, tokenizer=tokenizer,
@@ -406,7 +406,7 @@ def write_synthetic_videos(out_dir: os.PathLike | str, split: str = "temporal",
                            seed: int = 0, fps: int = 4) -> list[VideoRecord]:
     """Render ``num_videos`` synthetic videos as real ``.mp4`` files (H.264) plus
     ``captions.csv`` (columns ``video,caption``) in ``out_dir``: a dataset in the
-    ``folder`` format (:func:`~dgl_rs.data.datasets.read_folder`)."""
+    ``folder`` format (:func:`~dgl_rs.data.readers.read_folder`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -414,11 +414,10 @@ def write_synthetic_videos(out_dir: os.PathLike | str, split: str = "temporal",
         name = f"{split}_{i:04d}.mp4"
         write_video(out / name, render_video(spec, num_frames, image_size), fps=fps)
         records.append(VideoRecord(str(out / name), (spec.caption,), name))
-    tmp = out / "captions.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["video", "caption"])
-        for r in records:
-            w.writerow([r.video_id, r.captions[0]])
-    os.replace(tmp, out / "captions.csv")
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(["video", "caption"])
+    for r in records:
+        w.writerow([r.video_id, r.captions[0]])
+    atomic_write_text(out / "captions.csv", table.getvalue())
     return records

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..data import datasets as D
+from .. import data as D
 from ..data import collate_skip
 from ..data.synthetic import SyntheticVideoDataset
 from ..data.video import VideoTransform

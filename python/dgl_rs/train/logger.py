@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_write
+
 log = logging.getLogger("dgl_rs.train")
 
 
@@ -92,47 +94,50 @@ class RunLogger:
 
     def plot(self) -> list[Path]:
         """Write ``loss.png`` and ``recall.png`` (when there are eval records); returns
-        the paths written. Needs matplotlib; skipped with a warning without it."""
+        the paths written. Needs matplotlib; skipped with a warning without it. Draws on
+        ``matplotlib.figure.Figure`` (no pyplot, no backend switch) and writes each PNG
+        atomically: a reader sees the previous plot or the new one, never a torn file."""
         if not self.enabled:
             return []
         try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            from matplotlib.figure import Figure
         except ImportError:  # pragma: no cover
             log.warning("matplotlib is not installed: no plots")
             return []
         written = []
         loss = [(r["step"], r["train/loss"]) for r in self.records if "train/loss" in r]
         if loss:
-            fig, ax = plt.subplots(figsize=(6, 4))
+            fig = Figure(figsize=(6, 4))
+            ax = fig.subplots()
             ax.plot(*zip(*loss), lw=1)
-            ax.set_xlabel("step")
-            ax.set_ylabel("symmetric InfoNCE")
-            ax.set_title("training loss")
-            ax.grid(alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(self.run_dir / "loss.png", dpi=100)
-            plt.close(fig)
-            written.append(self.run_dir / "loss.png")
+            _label(ax, "step", "symmetric InfoNCE", "training loss")
+            written.append(_save_png(fig, self.run_dir / "loss.png"))
         keys = sorted({k for r in self.records for k in r if k.endswith("/R@1") and "epoch" in r})
         if keys:
-            fig, ax = plt.subplots(figsize=(6, 4))
+            fig = Figure(figsize=(6, 4))
+            ax = fig.subplots()
             for key in keys:
                 pts = [(r["epoch"], r[key]) for r in self.records if key in r]
                 ax.plot(*zip(*pts), marker="o", label=key)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("R@1 (%)")
-            ax.set_title("retrieval R@1 per epoch")
-            ax.grid(alpha=0.3)
+            _label(ax, "epoch", "R@1 (%)", "retrieval R@1 per epoch")
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(self.run_dir / "recall.png", dpi=100)
-            plt.close(fig)
-            written.append(self.run_dir / "recall.png")
+            written.append(_save_png(fig, self.run_dir / "recall.png"))
         return written
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def _save_png(fig, path: Path, dpi: int = 100) -> Path:
+    """``fig`` as a PNG at ``path``, through the package's one atomic write."""
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
