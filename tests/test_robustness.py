@@ -458,11 +458,16 @@ def test_counts_far_beyond_the_machine_are_refused_with_the_estimate(clip, tmp_p
     assert memory_estimate(clip, {"num_frames": 12}) < 2**30  # an ordinary model is far below
 
 
-def test_the_memory_estimate_uses_the_dgl_defaults():
-    import inspect
-
-    params = inspect.signature(dgl_rs.DGL).parameters
-    assert {k: params[k].default for k in SIZES} == SIZES
+def test_the_memory_estimate_reads_each_methods_own_sizes(clip):
+    """Every method passes its resolved options; an option a method lacks counts as absent
+    (SIZES: no prompts, no global tokens), not as DGL's default."""
+    zs = dgl_rs.build_method(clip, "zero-shot", num_frames=12)
+    dgl = dgl_rs.build_method(clip, "dgl-transformer", num_frames=12)
+    assert SIZES["num_global"] == 0 and SIZES["generator"] is None
+    assert memory_estimate(clip, zs.config) == memory_estimate(clip, {"num_frames": 12, "context_length": 32})
+    assert memory_estimate(clip, dgl.config) > memory_estimate(clip, zs.config)
+    without_global = {k: v for k, v in dgl.config.items() if k != "num_global"}
+    assert memory_estimate(clip, without_global) < memory_estimate(clip, dgl.config)
 
 
 def test_dgl_itself_refuses_huge_counts_up_front(clip):

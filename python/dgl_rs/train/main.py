@@ -80,7 +80,8 @@ def build_backbone(cfg: TrainConfig, device: torch.device):
 def build_model(cfg: TrainConfig, clip) -> torch.nn.Module:
     """``--method`` with the options the flags set, around ``clip``."""
     try:
-        return build_method(clip, cfg.method, num_frames=cfg.num_frames, **method_options(cfg))
+        return build_method(clip, cfg.method, num_frames=cfg.num_frames, context_length=cfg.context_length,
+                            **method_options(cfg))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--method {cfg.method}: {exc}") from exc
 
