@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from dgl_rs import checkpoints as ckpt
+from dgl_rs.factory import checkpoints as ckpt
 from dgl_rs.train import main as train_main
 from dgl_rs.train.params import parse_args
 from dgl_rs.train.train import accumulate_gradients

@@ -54,7 +54,7 @@ def test_synthetic_tiny_computes_clip_from_the_shipped_weights(tiny):
     from safetensors.torch import load_file
 
     from dgl_rs.data import OPENAI_MEAN, OPENAI_STD
-    from dgl_rs.text import tokenize
+    from dgl_rs.backbone.text import tokenize
 
     model, pp, tok = tiny
     assert pp == {"image_size": 64, "mean": tuple(OPENAI_MEAN), "std": tuple(OPENAI_STD)}

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dgl_rs import files
-from dgl_rs import checkpoints as ckpt
+from dgl_rs.util import files
+from dgl_rs.factory import checkpoints as ckpt
 from dgl_rs.train import main as train_main
 from dgl_rs.train.params import parse_args
 
@@ -77,8 +77,8 @@ def test_killed_writer_leaves_previous_checkpoint(tmp_path):
     """A process SIGKILLed halfway through writing: the last complete checkpoint is intact."""
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from dgl_rs import files
-        from dgl_rs import checkpoints as ckpt
+        from dgl_rs.util import files
+        from dgl_rs.factory import checkpoints as ckpt
         d = {str(tmp_path)!r}
         p = {{"prompt": torch.arange(1000.0)}}
         ckpt.save_checkpoint(os.path.join(d, ckpt.checkpoint_name(1)), p, {{"step": 1}})

@@ -14,7 +14,7 @@ import dgl_rs
 from dgl_rs.backbone import openclip as patch
 from dgl_rs.backbone.loading import SYNTHETIC_TINY_WEIGHTS, load_clip
 from dgl_rs.cli import main
-from dgl_rs.explain import explain_frames, plot_global_attention, save_figure
+from dgl_rs.services.explain import explain_frames, plot_global_attention, save_figure
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.skipif(not SYNTHETIC_TINY_WEIGHTS.is_file(), reason="needs the shipped synthetic-tiny")

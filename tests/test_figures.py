@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
 import dgl_rs  # noqa: E402
-import dgl_rs.explain  # noqa: E402
+import dgl_rs.services.explain  # noqa: E402
 from dgl_rs.experiments.report import bar_chart  # noqa: E402
 from dgl_rs.train.logger import RunLogger  # noqa: E402
 
@@ -101,7 +101,7 @@ def _run_logger(folder: Path) -> RunLogger:
 WRITERS = {
     "run plots": (lambda d: _run_logger(d).plot(), ("loss.png", "recall.png")),
     "benchmark chart": (lambda d: bar_chart(_methods(), d / "benchmark.png"), ("benchmark.png",)),
-    "explain.save_figure": (lambda d: dgl_rs.explain.save_figure(Figure(figsize=(2, 2)), d / "explain.png", dpi=50),
+    "explain.save_figure": (lambda d: dgl_rs.services.explain.save_figure(Figure(figsize=(2, 2)), d / "explain.png", dpi=50),
                             ("explain.png",)),
 }
 

@@ -25,13 +25,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import dgl_rs
-from dgl_rs import checkpoints as ckpt
+from dgl_rs.factory import checkpoints as ckpt
 from dgl_rs import metrics
 from dgl_rs.backbone.loading import load_clip
 from dgl_rs.data import read_dataset, read_folder
-from dgl_rs.errors import UsageError, VideoDecodeError
+from dgl_rs.util.errors import UsageError, VideoDecodeError
 from dgl_rs.factory import load_method
-from dgl_rs.index import load_index, save_index
+from dgl_rs.services.index import load_index, save_index
 
 # hypothesis casts values like 1e38 into float16 arrays (overflow to inf: wanted here)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

@@ -418,7 +418,7 @@ def test_adapters_start_as_zero_shot_meanp(name):
 
 
 def test_st_adapter_sees_the_neighbouring_frames_only():
-    from dgl_rs.adapters import STAdapter
+    from dgl_rs.nn.adapters import STAdapter
 
     torch.manual_seed(0)
     st = STAdapter(8, 4).double()
@@ -680,7 +680,7 @@ def test_global_prompts_can_start_as_the_class_token():
                           clip.visual.ln_pre.weight, clip.visual.ln_pre.bias)
     torch.testing.assert_close(cls, manual)
     assert model.global_prompts.shape == (2, 32)
-    from dgl_rs.prompts import vpt_bound
+    from dgl_rs.nn.prompts import vpt_bound
 
     assert (model.global_prompts - cls).abs().max() <= 0.1 * vpt_bound(8, 32) + 1e-12  # the class token + small noise
     assert not torch.equal(model.global_prompts[0], model.global_prompts[1])  # not interchangeable

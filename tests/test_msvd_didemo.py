@@ -11,7 +11,7 @@ import pickle
 import pytest
 
 from dgl_rs.data import EvalSet, TrainPairs, VideoTransform, read_dataset, read_didemo, read_msvd
-from dgl_rs.errors import UsageError
+from dgl_rs.util.errors import UsageError
 from dgl_rs.services.data import build_data
 from dgl_rs.train.distributed import DistInfo
 from dgl_rs.train.params import RECIPES, parse_args

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import dgl_rs
 from dgl_rs.backbone.loading import SYNTHETIC_TINY_WEIGHTS, load_clip
 from dgl_rs.cli import main
-from dgl_rs.errors import UsageError
-from dgl_rs.official import backbone_name, load_official, official_config, read_official
+from dgl_rs.util.errors import UsageError
+from dgl_rs.factory.official import backbone_name, load_official, official_config, read_official
 
 from references import mha_heads
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dgl_rs import progress
+from dgl_rs.util import progress
 from dgl_rs.train import main as train_main
 
 from test_train import patch_standins, toy_argv

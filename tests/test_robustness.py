@@ -20,16 +20,17 @@ import pytest
 import torch
 
 import dgl_rs
-from dgl_rs import checkpoints as ckpt
-from dgl_rs import files, metrics
+from dgl_rs.factory import checkpoints as ckpt
+from dgl_rs.util import files
+from dgl_rs import metrics
 from dgl_rs.backbone.loading import load_clip
 from dgl_rs.cli import main
 from dgl_rs.cli.eval import check_results_target
 from dgl_rs.data import read_folder, write_synthetic_videos
-from dgl_rs.errors import UsageError
+from dgl_rs.util.errors import UsageError
 from dgl_rs.factory import build_method, load_method
 from dgl_rs.backbone.memory import SIZES, memory_estimate
-from dgl_rs.index import check_index_target, save_index
+from dgl_rs.services.index import check_index_target, save_index
 from dgl_rs.train import main as train_main
 from dgl_rs.train.main import check_run_dir
 

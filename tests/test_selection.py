@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dgl_rs import checkpoints as ckpt
+from dgl_rs.factory import checkpoints as ckpt
 from dgl_rs.train import main as train_main
 from dgl_rs.train import selection
 from dgl_rs.train.params import parse_args

@@ -137,7 +137,7 @@ def test_the_package_tokenizer_gives_the_ids_of_open_clips_simple_tokenizer():
     package's one tokenizer gives the same ids (also for a caption cut at 32 tokens)."""
     import open_clip
 
-    from dgl_rs.text import tokenize
+    from dgl_rs.backbone.text import tokenize
 
     want = open_clip.SimpleTokenizer(context_length=32)(CAPTIONS)
     got = tokenize(CAPTIONS, context_length=32)
@@ -148,7 +148,7 @@ def test_the_package_tokenizer_gives_the_ids_of_open_clips_simple_tokenizer():
 def test_default_tokenizer_is_open_clip_with_32_tokens():
     import open_clip
 
-    from dgl_rs.text import tokenize
+    from dgl_rs.backbone.text import tokenize
 
     ds = SyntheticVideoDataset("static", 4, num_frames=2, seed=0, train=True)
     for i in range(len(ds)):

@@ -35,17 +35,17 @@ def _check_native() -> None:
 
 _check_native()
 
-from .attention import GlobalLocalAttention  # noqa: E402
+from .nn.attention import GlobalLocalAttention  # noqa: E402
 from .ops.attention import global_local_attention  # noqa: E402
-from .prompts import IndependentPromptGenerator, LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
-from .errors import DglDeviceError, DglDtypeError, DglShapeError, UsageError, VideoDecodeError  # noqa: E402
-from .losses import symmetric_infonce  # noqa: E402
+from .nn.prompts import IndependentPromptGenerator, LinearPromptGenerator, TransformerPromptGenerator  # noqa: E402
+from .util.errors import DglDeviceError, DglDtypeError, DglShapeError, UsageError, VideoDecodeError  # noqa: E402
+from .nn.losses import symmetric_infonce  # noqa: E402
 from .backbone.text import tokenize  # noqa: E402
 from .backbone import Backbone, load_clip  # noqa: E402
 from .methods import DGL, METHODS, FullFinetune, PromptedCLIP  # noqa: E402
-from .factory import build_method, load_method, load_model  # noqa: E402
-from .official import load_official  # noqa: E402  (also registers --prompts official:PATH)
-from . import metrics  # noqa: E402
+from .factory.build import build_method, load_method, load_model  # noqa: E402
+from .factory.official import load_official  # noqa: E402  (also registers --prompts official:PATH)
+from .ops import metrics  # noqa: E402
 from . import _compat  # noqa: E402
 
 _compat.install()

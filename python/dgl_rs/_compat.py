@@ -19,9 +19,22 @@ MOVED = {
     "dgl_rs.methods.pooling": "dgl_rs.methods.temporal",
     "dgl_rs.evaluate": "dgl_rs.services.evaluate",
     "dgl_rs.train.data": "dgl_rs.services.data",
+    "dgl_rs.errors": "dgl_rs.util.errors",
+    "dgl_rs.files": "dgl_rs.util.files",
+    "dgl_rs.progress": "dgl_rs.util.progress",
+    "dgl_rs.attention": "dgl_rs.nn.attention",
+    "dgl_rs.prompts": "dgl_rs.nn.prompts",
+    "dgl_rs.adapters": "dgl_rs.nn.adapters",
+    "dgl_rs.temporal": "dgl_rs.nn.temporal",
+    "dgl_rs.attention_maps": "dgl_rs.nn.attention_maps",
+    "dgl_rs.losses": "dgl_rs.nn.losses",
+    "dgl_rs.official": "dgl_rs.factory.official",
+    "dgl_rs.checkpoints": "dgl_rs.factory.checkpoints",
+    "dgl_rs.index": "dgl_rs.services.index",
+    "dgl_rs.explain": "dgl_rs.services.explain",
 }
 #: documented module paths that name a module of another layer (no warning).
-ALIASES: dict[str, str] = {}
+ALIASES: dict[str, str] = {"dgl_rs.metrics": "dgl_rs.ops.metrics"}
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -12,7 +12,7 @@ import os
 from typing import Any, Optional
 
 import torch
-from ..errors import UsageError
+from ..util.errors import UsageError
 from .openclip import Backbone
 
 #: The options that size the tensors of one forward, and their value for a method without them.

@@ -24,7 +24,7 @@ from typing import Callable, List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..attention import GlobalLocalAttention
+from ..nn.attention import GlobalLocalAttention
 from ..ops.attention import check_mode, global_local_attention
 
 

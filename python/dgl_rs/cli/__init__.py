@@ -29,8 +29,8 @@ import sys
 from typing import Optional, Sequence
 
 from .._version import __version__
-from ..errors import UsageError, VideoDecodeError
-from ..factory import load_backbone, trainable_counts
+from ..util.errors import UsageError, VideoDecodeError
+from ..factory.build import load_backbone, trainable_counts
 from ..methods import METHODS
 from ..train.main import main as train_main
 from ..train.pretrain import main as pretrain_main

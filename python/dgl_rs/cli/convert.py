@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from ..errors import UsageError
-from ..official import PREFIX, convert_official
+from ..util.errors import UsageError
+from ..factory.official import PREFIX, convert_official
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import UsageError
-from ..factory import load_model
-from ..files import read_json
-from ..metrics import format_table
+from ..util.errors import UsageError
+from ..factory.build import load_model
+from ..util.files import read_json
+from ..ops.metrics import format_table
 from ..services.config import RECIPES, EvalConfig, add_arguments, check_bounds, check_data_root
 from ..services.data import build_data
 from ..services.device import resolve_device, resolve_precision

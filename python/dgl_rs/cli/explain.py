@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import UsageError
-from ..explain import explain_video, plot_global_attention, save_figure
-from ..factory import load_model
+from ..util.errors import UsageError
+from ..services.explain import explain_video, plot_global_attention, save_figure
+from ..factory.build import load_model
 from ..services.device import resolve_device
 
 

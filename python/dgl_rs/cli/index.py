@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import UsageError
-from ..factory import load_model
-from ..index import check_index_target, encode_folder, load_index, save_index, search
+from ..util.errors import UsageError
+from ..factory.build import load_model
+from ..services.index import check_index_target, encode_folder, load_index, save_index, search
 from ..services.device import resolve_device
 
 

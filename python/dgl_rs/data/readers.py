@@ -20,8 +20,8 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
-from ..errors import UsageError
-from ..files import read_json, read_text
+from ..util.errors import UsageError
+from ..util.files import read_json, read_text
 from .video import PathLike
 
 log = logging.getLogger("dgl_rs.data")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..files import atomic_write_text
+from ..util.files import atomic_write_text
 from ..backbone.text import tokenize
 from .datasets import EvalSet, TrainPairs, _item_rng
 from .readers import VideoRecord

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UsageError, VideoDecodeError
+from ..util.errors import UsageError, VideoDecodeError
 
 PathLike = Union[str, "os.PathLike[str]"]
 

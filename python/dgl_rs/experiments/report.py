@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..files import atomic_write, atomic_write_text
+from ..util.files import atomic_write, atomic_write_text
 from .entries import KEYS, SPLITS
 
 

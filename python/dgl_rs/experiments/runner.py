@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from ..services.device import resolve_device, resolve_precision
 from ..services.evaluate import evaluate_sets
-from ..factory import load_model
+from ..factory.build import load_model
 from ..services.data import build_data
 from ..train.params import parse_args
 from ..train.selection import METRIC, selection_score

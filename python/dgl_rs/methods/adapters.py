@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..adapters import BottleneckAdapter, STAdapter
+from ..nn.adapters import BottleneckAdapter, STAdapter
 from ..backbone.openclip import Backbone
 from .base import PromptedCLIP
 from .options import Option

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..backbone.memory import check_memory
 from ..backbone.openclip import Backbone, Hooks, VideoAttention, remove_dgl
-from ..files import atomic_write_bytes, safetensors_bytes
+from ..util.files import atomic_write_bytes, safetensors_bytes
 from .options import Option, class_options
 
 FORMAT = "dgl-rs-prompts/1"

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention_maps import GlobalAttentionMap, global_attention_map
+from ..nn.attention_maps import GlobalAttentionMap, global_attention_map
 from ..backbone.openclip import Backbone, VideoAttention
 from ..ops.attention import MODES
 from .options import Option
-from ..prompts import vpt_bound
+from ..nn.prompts import vpt_bound
 from .prompting import DeepPrompts
 
 #: Table 3a: first global prompt, mean of the global prompts, mean of the frame CLS

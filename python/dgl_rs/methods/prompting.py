@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..backbone.openclip import Backbone
-from ..prompts import (LINEAR_DIRECTIONS, IndependentPromptGenerator, LinearPromptGenerator,
+from ..nn.prompts import (LINEAR_DIRECTIONS, IndependentPromptGenerator, LinearPromptGenerator,
                        TransformerPromptGenerator, vpt_bound)
 from .base import PromptedCLIP
 from .options import Option

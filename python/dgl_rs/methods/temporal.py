@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..backbone.openclip import Backbone
-from ..temporal import TemporalTransformer
+from ..nn.temporal import TemporalTransformer
 from .base import PromptedCLIP
 from .options import Option
 from .prompting import DeepPrompts

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbone.openclip import Backbone
-from ..prompts import QuickGELU
+from ..nn.prompts import QuickGELU
 from .options import Option
 from .prompting import DeepPrompts
 

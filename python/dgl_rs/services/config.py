@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from ..errors import UsageError
-from ..factory import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..util.errors import UsageError
+from ..factory.build import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 DATASETS = ("msrvtt", "vatex", "lsmdc", "activitynet", "msvd", "didemo", "folder", "synthetic")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp")

@@ -15,7 +15,7 @@ from .. import data as D
 from ..data import collate_skip
 from ..data.synthetic import SyntheticVideoDataset
 from ..data.video import VideoTransform
-from ..errors import UsageError
+from ..util.errors import UsageError
 from ..backbone.text import tokenize
 from .config import EvalConfig
 

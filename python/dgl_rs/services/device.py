@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from ..errors import UsageError
+from ..util.errors import UsageError
 
 
 def resolve_device(device: str = "auto") -> torch.device:

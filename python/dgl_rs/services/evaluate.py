@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
+from ..ops import metrics
 from ..backbone.text import tokenize
-from ..errors import UsageError
-from ..files import atomic_write_text
-from ..progress import progress_bar
+from ..util.errors import UsageError
+from ..util.files import atomic_write_text
+from ..util.progress import progress_bar
 from .device import autocast_for
 
 log = logging.getLogger("dgl_rs.evaluate")

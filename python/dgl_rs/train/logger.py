@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
+from ..util.files import atomic_write
 
 log = logging.getLogger("dgl_rs.train")
 

@@ -28,9 +28,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import checkpoints as ckpt
-from ..factory import build_method, load_backbone
-from ..files import atomic_write_text, is_temp, remove_stale_temps
+from ..factory import checkpoints as ckpt
+from ..factory.build import build_method, load_backbone
+from ..util.files import atomic_write_text, is_temp, remove_stale_temps
 from ..methods import METHODS
 from ..services.data import DataBundle, build_data
 from ..services.device import resolve_precision

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional, Tuple
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from ..util.errors import UsageError
 
 
 def no_decay_default(name: str, p: nn.Parameter) -> bool:

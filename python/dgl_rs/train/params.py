@@ -13,8 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from ..errors import UsageError
-from ..factory import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from ..util.errors import UsageError
+from ..factory.build import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..methods import METHODS, Option, settable_options
 from ..services.config import (BOUNDS as DATA_BOUNDS, DATASETS, PRECISIONS, RECIPES, EvalConfig, flag_field,  # noqa: F401
                                add_arguments, check_bounds, check_data_root)

@@ -32,9 +32,9 @@ from safetensors.torch import save_file
 from ..backbone.loading import OPEN_CLIP_VERSION, SYNTHETIC_TINY, load_clip
 from ..backbone.openclip import Backbone
 from ..data import VideoTransform, sample_stills
-from ..files import atomic_write, atomic_write_text
-from ..losses import symmetric_infonce
-from ..progress import progress_bar
+from ..util.files import atomic_write, atomic_write_text
+from ..nn.losses import symmetric_infonce
+from ..util.progress import progress_bar
 from ..services.device import resolve_device
 from .optim import param_groups
 from .scheduler import warmup_cosine_lr

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from safetensors.torch import load_file
 
-from ..files import atomic_write_text, read_json, remove_stale_temps
+from ..util.files import atomic_write_text, read_json, remove_stale_temps
 
 log = logging.getLogger("dgl_rs.train")
 

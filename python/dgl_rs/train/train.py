@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UsageError
+from ..util.errors import UsageError
 from ..services.device import autocast_for
-from ..losses import symmetric_infonce
-from ..progress import progress_bar
+from ..nn.losses import symmetric_infonce
+from ..util.progress import progress_bar
 from .distributed import DistInfo, all_reduce_grads, gather_with_grad
 
 log = logging.getLogger("dgl_rs.train")

@@ -46,7 +46,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from . import _native
+from .. import _native
 
 __all__ = [
     "KEYS",

@@ -1,7 +1,7 @@
 """DGL's local prompt generators (DGL-SPEC section 5).
 
 The parameters are ``nn.Parameter``s owned here, so any torch optimizer trains
-them; the math runs in Rust (``dgl_rs._native``) on the same tensors, with
+them; the math runs in Rust (:mod:`dgl_rs.ops.prompts`) on the same tensors, with
 libtorch autograd recording it. Each generator is called ONCE per forward and
 returns prompts for every layer, shared by the whole batch:
 
@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from . import _native
+from ..ops.prompts import linear_prompts, transformer_prompts
 
 
 def vpt_bound(patch_size: int, width: int) -> float:
@@ -62,7 +62,7 @@ class LinearPromptGenerator(nn.Module):
     def forward(self, num_frames: int) -> Tuple[Tensor, Tensor]:
         if self.direction == "text_to_visual":
             return self.reference(num_frames)
-        return _native.linear_prompts(
+        return linear_prompts(
             self.frame_prompts, self.pre.weight, self.pre.bias, self.post.weight, self.post.bias, num_frames
         )
 
@@ -168,7 +168,7 @@ class TransformerPromptGenerator(nn.Module):
     def forward(self, num_frames: int) -> Tuple[Tensor, Tensor]:
         self._check_frames(num_frames)
         mlp = [self.text_mlp[0].weight, self.text_mlp[0].bias, self.text_mlp[2].weight, self.text_mlp[2].bias]
-        return _native.transformer_prompts(
+        return transformer_prompts(
             self.table, self.block.tensors(), mlp, self.num_layers, self.heads, sum(self.num_text_prompts), num_frames
         )
 

@@ -7,7 +7,7 @@ from typing import Iterator, List, Optional
 
 from torch import Tensor, nn
 
-from .ops.attention import check_mode, global_local_attention
+from ..ops.attention import check_mode, global_local_attention
 
 
 class GlobalLocalAttention(nn.Module):

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .backbone.loading import load_clip
-from .errors import UsageError
-from .files import read_json
-from .backbone.memory import check_memory
-from .methods import METHODS, method_name, read_prompt_file
+from ..backbone.loading import load_clip
+from ..util.errors import UsageError
+from ..util.files import read_json
+from ..backbone.memory import check_memory
+from ..methods import METHODS, method_name, read_prompt_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_MODEL = "ViT-B-32-quickgelu"

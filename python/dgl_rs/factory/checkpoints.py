@@ -30,8 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
-from .errors import UsageError
-from .files import atomic_write_bytes, safetensors_bytes
+from ..util.errors import UsageError
+from ..util.files import atomic_write_bytes, safetensors_bytes
 
 log = logging.getLogger("dgl_rs.checkpoints")
 

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention_maps import GlobalAttentionMap
-from .data.video import OPENAI_MEAN, OPENAI_STD, VideoTransform, decode_frames
-from .files import atomic_write_bytes
-from .backbone.text import tokenize
+from ..nn.attention_maps import GlobalAttentionMap
+from ..data.video import OPENAI_MEAN, OPENAI_STD, VideoTransform, decode_frames
+from ..util.files import atomic_write_bytes
+from ..backbone.text import tokenize
 
 
 def _matplotlib():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Union
 
-from ._native import DglDeviceError, DglDtypeError, DglShapeError
+from .._native import DglDeviceError, DglDtypeError, DglShapeError
 
 __all__ = ["DglShapeError", "DglDtypeError", "DglDeviceError", "UsageError", "VideoDecodeError"]
 

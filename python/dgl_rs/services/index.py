@@ -26,13 +26,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data.datasets import EvalSet
-from .data.readers import VIDEO_EXTENSIONS, VideoRecord
-from .data.video import VideoTransform
-from .errors import UsageError
-from .services.evaluate import encode_texts, encode_videos
-from .factory import load_model
-from .files import atomic_write, atomic_write_text, is_temp, read_json, remove_stale_temps
+from ..data.datasets import EvalSet
+from ..data.readers import VIDEO_EXTENSIONS, VideoRecord
+from ..data.video import VideoTransform
+from ..util.errors import UsageError
+from .evaluate import encode_texts, encode_videos
+from ..factory.build import load_model
+from ..util.files import atomic_write, atomic_write_text, is_temp, read_json, remove_stale_temps
 
 log = logging.getLogger("dgl_rs.index")
 

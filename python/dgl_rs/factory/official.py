@@ -32,12 +32,12 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from . import factory
-from .backbone.loading import SYNTHETIC_TINY, create_clip, preprocess_cfg, state_shapes
-from .backbone.openclip import Backbone
-from .backbone.text import tokenize
-from .errors import UsageError
-from .files import atomic_write_bytes, atomic_write_text, safetensors_bytes
+from . import build as factory
+from ..backbone.loading import SYNTHETIC_TINY, create_clip, preprocess_cfg, state_shapes
+from ..backbone.openclip import Backbone
+from ..backbone.text import tokenize
+from ..util.errors import UsageError
+from ..util.files import atomic_write_bytes, atomic_write_text, safetensors_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
 PREFIX = "official:"
