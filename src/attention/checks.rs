@@ -1,5 +1,6 @@
 //! The authoritative checks of the attention op's inputs.
 
+use super::{AttentionConfig, Weights};
 use crate::{DglError, Result};
 use tch::{Kind, Tensor};
 
@@ -65,17 +66,8 @@ pub fn check_param(arg: &str, t: &Tensor, shape: &[i64], x: &Tensor) -> Result<(
 }
 
 /// Checks every input of the op and returns its sizes.
-#[allow(clippy::too_many_arguments)]
-pub fn check_inputs(
-    x: &Tensor,
-    in_proj_weight: &Tensor,
-    in_proj_bias: Option<&Tensor>,
-    out_proj_weight: &Tensor,
-    out_proj_bias: Option<&Tensor>,
-    num_heads: i64,
-    num_global: i64,
-    num_frames: i64,
-) -> Result<Dims> {
+pub fn check_inputs(x: &Tensor, w: &Weights<'_>, cfg: &AttentionConfig) -> Result<Dims> {
+    let AttentionConfig { num_heads, num_global, num_frames, .. } = *cfg;
     let size = x.size();
     let &[batch, seq, dim] = size.as_slice() else {
         return Err(DglError::shape("x", "(batch, num_global + num_frames * tokens, dim), 3-D", size));
@@ -112,12 +104,12 @@ pub fn check_inputs(
             size,
         ));
     }
-    check_param("in_proj_weight", in_proj_weight, &[3 * dim, dim], x)?;
-    if let Some(b) = in_proj_bias {
+    check_param("in_proj_weight", w.in_proj_weight, &[3 * dim, dim], x)?;
+    if let Some(b) = w.in_proj_bias {
         check_param("in_proj_bias", b, &[3 * dim], x)?;
     }
-    check_param("out_proj_weight", out_proj_weight, &[dim, dim], x)?;
-    if let Some(b) = out_proj_bias {
+    check_param("out_proj_weight", w.out_proj_weight, &[dim, dim], x)?;
+    if let Some(b) = w.out_proj_bias {
         check_param("out_proj_bias", b, &[dim], x)?;
     }
     Ok(Dims {

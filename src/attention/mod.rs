@@ -62,22 +62,48 @@ pub struct NeedsGrad {
     pub out_proj_bias: bool,
 }
 
+/// Everything about one call of the op besides its tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionConfig {
+    /// H: attention heads; must divide the width of `x`.
+    pub num_heads: i64,
+    /// G: global tokens at the front of the packed sequence.
+    pub num_global: i64,
+    /// T: frames after them (each of L tokens, L read from the sequence length).
+    pub num_frames: i64,
+    pub mode: Mode,
+    pub backend: Backend,
+}
+
+impl AttentionConfig {
+    /// DGL itself (`Mode::GlobalLocal`) on the fastest kernel (`Backend::Auto`).
+    pub fn new(num_heads: i64, num_global: i64, num_frames: i64) -> Self {
+        AttentionConfig { num_heads, num_global, num_frames, mode: Mode::default(), backend: Backend::default() }
+    }
+
+    pub fn with_mode(self, mode: Mode) -> Self {
+        AttentionConfig { mode, ..self }
+    }
+
+    pub fn with_backend(self, backend: Backend) -> Self {
+        AttentionConfig { backend, ..self }
+    }
+}
+
+/// The op's parameters, laid out as in `torch.nn.MultiheadAttention`: the q/k/v
+/// projection `(3 * dim, dim)` (+ `(3 * dim,)`) and `out_proj` `(dim, dim)` (+ `(dim,)`).
+#[derive(Clone, Copy)]
+pub struct Weights<'a> {
+    pub in_proj_weight: &'a Tensor,
+    pub in_proj_bias: Option<&'a Tensor>,
+    pub out_proj_weight: &'a Tensor,
+    /// The backward does not read it (its gradient is a sum of `grad_out`).
+    pub out_proj_bias: Option<&'a Tensor>,
+}
+
 /// The fused forward. See the module docs for the layout.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_forward(
-    x: &Tensor,
-    in_proj_weight: &Tensor,
-    in_proj_bias: Option<&Tensor>,
-    out_proj_weight: &Tensor,
-    out_proj_bias: Option<&Tensor>,
-    num_heads: i64,
-    num_global: i64,
-    num_frames: i64,
-    mode: Mode,
-    backend: Backend,
-) -> Result<ForwardOutput> {
-    let w = (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias);
-    forward(x, w, num_heads, num_global, num_frames, mode, backend, false)
+pub fn attention_forward(x: &Tensor, w: Weights<'_>, cfg: AttentionConfig) -> Result<ForwardOutput> {
+    forward(x, w, cfg, false)
 }
 
 /// The fused forward that also returns the global queries' attention probabilities
@@ -85,49 +111,15 @@ pub fn attention_forward(
 /// `Local`, G's effective weights). Only the G rows are formed: the frame tokens'
 /// probabilities stay inside the kernels, and the output is the same as
 /// [`attention_forward`]'s.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_forward_with_weights(
-    x: &Tensor,
-    in_proj_weight: &Tensor,
-    in_proj_bias: Option<&Tensor>,
-    out_proj_weight: &Tensor,
-    out_proj_bias: Option<&Tensor>,
-    num_heads: i64,
-    num_global: i64,
-    num_frames: i64,
-    mode: Mode,
-    backend: Backend,
-) -> Result<ForwardOutput> {
-    let w = (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias);
-    forward(x, w, num_heads, num_global, num_frames, mode, backend, true)
+pub fn attention_forward_with_weights(x: &Tensor, w: Weights<'_>, cfg: AttentionConfig) -> Result<ForwardOutput> {
+    forward(x, w, cfg, true)
 }
 
-type Weights<'a> = (&'a Tensor, Option<&'a Tensor>, &'a Tensor, Option<&'a Tensor>);
-
-#[allow(clippy::too_many_arguments)]
-fn forward(
-    x: &Tensor,
-    (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias): Weights<'_>,
-    num_heads: i64,
-    num_global: i64,
-    num_frames: i64,
-    mode: Mode,
-    backend: Backend,
-    need_weights: bool,
-) -> Result<ForwardOutput> {
-    let d = check_inputs(
-        x,
-        in_proj_weight,
-        in_proj_bias,
-        out_proj_weight,
-        out_proj_bias,
-        num_heads,
-        num_global,
-        num_frames,
-    )?;
-    let backend = backend.resolve(x.device(), x.kind(), d.head_dim)?;
-    let qkv = x.f_linear(in_proj_weight, in_proj_bias)?;
-    let attention = Attention::compute(&qkv, &d, mode, backend)?;
+fn forward(x: &Tensor, w: Weights<'_>, cfg: AttentionConfig, need_weights: bool) -> Result<ForwardOutput> {
+    let d = check_inputs(x, &w, &cfg)?;
+    let backend = cfg.backend.resolve(x.device(), x.kind(), d.head_dim)?;
+    let qkv = x.f_linear(w.in_proj_weight, w.in_proj_bias)?;
+    let attention = Attention::compute(&qkv, &d, cfg.mode, backend)?;
     let weights = if need_weights {
         Some(attention.global_weights(&d)?)
     } else {
@@ -136,7 +128,7 @@ fn forward(
     // The kernels' inputs and lse are dropped before out_proj.
     let attn = attention.packed(&d)?;
     drop(attention);
-    let out = attn.f_linear(out_proj_weight, out_proj_bias)?;
+    let out = attn.f_linear(w.out_proj_weight, w.out_proj_bias)?;
     Ok(ForwardOutput { out, qkv, weights })
 }
 
@@ -161,34 +153,18 @@ fn weight_grad(g: &Tensor, a: &Tensor) -> Result<Tensor> {
 
 /// The explicit backward. `qkv` is the forward's projection; when it is `None` it is
 /// recomputed from `x`. `x` is needed for the gradient of `in_proj_weight` too.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     grad_out: &Tensor,
     x: Option<&Tensor>,
     qkv: Option<&Tensor>,
-    in_proj_weight: &Tensor,
-    in_proj_bias: Option<&Tensor>,
-    out_proj_weight: &Tensor,
-    num_heads: i64,
-    num_global: i64,
-    num_frames: i64,
-    mode: Mode,
+    w: Weights<'_>,
+    cfg: AttentionConfig,
     needs: NeedsGrad,
-    backend: Backend,
 ) -> Result<Gradients> {
     // grad_out has the shape, dtype and device of x.
-    let d = check_inputs(
-        grad_out,
-        in_proj_weight,
-        in_proj_bias,
-        out_proj_weight,
-        None,
-        num_heads,
-        num_global,
-        num_frames,
-    )?;
-    let qkv = backward_projection(grad_out, x, qkv, in_proj_weight, in_proj_bias, needs, &d)?;
-    let backend = backend.resolve(grad_out.device(), grad_out.kind(), d.head_dim)?;
+    let d = check_inputs(grad_out, &w, &cfg)?;
+    let qkv = backward_projection(grad_out, x, qkv, &w, needs, &d)?;
+    let backend = cfg.backend.resolve(grad_out.device(), grad_out.kind(), d.head_dim)?;
     let mut grads = Gradients::default();
     if needs.out_proj_bias {
         grads.out_proj_bias = Some(bias_grad(grad_out)?);
@@ -198,13 +174,13 @@ pub fn attention_backward(
         return Ok(grads);
     }
     // Recompute the attentions from the projection (no attention output was saved).
-    let attention = Attention::compute(&qkv, &d, mode, backend)?;
+    let attention = Attention::compute(&qkv, &d, cfg.mode, backend)?;
     if needs.out_proj_weight {
         grads.out_proj_weight = Some(weight_grad(grad_out, &attention.packed(&d)?)?);
     }
     if need_attention {
-        let dqkv = attention.qkv_grad(&grad_out.f_matmul(out_proj_weight)?, &d, backend)?;
-        projection_grads(&mut grads, &dqkv, x, in_proj_weight, needs)?;
+        let dqkv = attention.qkv_grad(&grad_out.f_matmul(w.out_proj_weight)?, &d, backend)?;
+        projection_grads(&mut grads, &dqkv, x, w.in_proj_weight, needs)?;
     }
     Ok(grads)
 }
@@ -215,8 +191,7 @@ fn backward_projection(
     grad_out: &Tensor,
     x: Option<&Tensor>,
     qkv: Option<&Tensor>,
-    in_proj_weight: &Tensor,
-    in_proj_bias: Option<&Tensor>,
+    w: &Weights<'_>,
     needs: NeedsGrad,
     d: &Dims,
 ) -> Result<Tensor> {
@@ -228,7 +203,7 @@ fn backward_projection(
             checks::check_param("qkv", qkv, &[d.batch, d.seq(), 3 * d.dim], grad_out)?;
             qkv.shallow_clone()
         }
-        (None, Some(x)) => x.f_linear(in_proj_weight, in_proj_bias)?,
+        (None, Some(x)) => x.f_linear(w.in_proj_weight, w.in_proj_bias)?,
         (None, None) => {
             return Err(DglError::value(
                 "qkv",

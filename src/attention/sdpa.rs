@@ -1,7 +1,7 @@
 //! Scaled-dot-product attention kernels behind one interface.
 //!
-//! `sdpa_forward(q, k, v)` returns `(out, lse)` and `sdpa_backward(dout, q, k, v,
-//! out, lse)` returns `(dq, dk, dv)`. Tensors are `(batch, heads, tokens,
+//! `sdpa_forward(q, k, v)` returns `(out, lse)` and `sdpa_backward(dout, &Saved { q,
+//! k, v, out, lse })` returns `(dq, dk, dv)`. Tensors are `(batch, heads, tokens,
 //! head_dim)` views whose last dimension is contiguous; other strides are free.
 //! `lse` is the row-wise log-sum-exp of the scaled scores, `(batch, heads, tokens)`,
 //! float32 for half types. Saving `(out, lse)` is all a backward needs: no score
@@ -18,9 +18,10 @@ use crate::{DglError, Result};
 use tch::{Device, Kind, Tensor};
 
 /// Which kernel computes the attention.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
     /// Pick the fastest kernel for the device and dtype.
+    #[default]
     Auto,
     Flash,
     Efficient,
@@ -86,33 +87,33 @@ pub fn sdpa_forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, backend: Bac
     }
 }
 
-/// Backward: `(dq, dk, dv)` from the saved `(out, lse)`.
-#[allow(clippy::too_many_arguments)]
-pub fn sdpa_backward(
-    dout: &Tensor,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    lse: &Tensor,
-    scale: f64,
-    backend: Backend,
-) -> Result<(Tensor, Tensor, Tensor)> {
+/// One forward call's inputs and results: all that its backward needs.
+#[derive(Clone, Copy)]
+pub struct Saved<'a> {
+    pub q: &'a Tensor,
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub out: &'a Tensor,
+    pub lse: &'a Tensor,
+}
+
+/// Backward: `(dq, dk, dv)` from the saved inputs and `(out, lse)`.
+pub fn sdpa_backward(dout: &Tensor, s: &Saved<'_>, scale: f64, backend: Backend) -> Result<(Tensor, Tensor, Tensor)> {
     match backend {
         Backend::Flash => Ok(Tensor::f_internal_scaled_dot_product_flash_attention_for_cpu_backward(
             dout,
-            q,
-            k,
-            v,
-            out,
-            lse,
+            s.q,
+            s.k,
+            s.v,
+            s.out,
+            s.lse,
             0.0,
             false,
             None::<Tensor>,
             scale,
         )?),
-        Backend::Efficient => efficient_backward(dout, q, k, v, out, lse, scale),
-        Backend::Math => math_backward(dout, q, k, v, out, lse, scale),
+        Backend::Efficient => efficient_backward(dout, s, scale),
+        Backend::Math => math_backward(dout, s, scale),
         Backend::Auto => Err(DglError::value("backend", "resolve 'auto' before calling the kernel")),
     }
 }
@@ -152,15 +153,8 @@ fn math_forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tenso
     Ok((out, lse))
 }
 
-fn math_backward(
-    dout: &Tensor,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    lse: &Tensor,
-    scale: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
+fn math_backward(dout: &Tensor, s: &Saved<'_>, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let Saved { q, k, v, out, lse } = *s;
     let kind = q.kind();
     let acc = acc_kind(kind);
     let (qa, ka, va) = (q.f_to_kind(acc)?, k.f_to_kind(acc)?, v.f_to_kind(acc)?);
@@ -180,15 +174,8 @@ fn math_backward(
 
 /// The memory-efficient CUDA backward, called the way libtorch's
 /// `_scaled_dot_product_efficient_attention_backward_cuda` calls it.
-fn efficient_backward(
-    dout: &Tensor,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    lse: &Tensor,
-    scale: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
+fn efficient_backward(dout: &Tensor, s: &Saved<'_>, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let Saved { q, k, v, out, lse } = *s;
     let (m, n) = (tokens(q)?, tokens(k)?);
     // The kernel expects lse padded to a multiple of 32 rows, as its forward made it.
     let padded = (m + 31) / 32 * 32;

@@ -17,6 +17,10 @@ struct Case {
     hd: i64,
 }
 
+fn no_bias<'a>(w_in: &'a Tensor, w_out: &'a Tensor) -> Weights<'a> {
+    Weights { in_proj_weight: w_in, in_proj_bias: None, out_proj_weight: w_out, out_proj_bias: None }
+}
+
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, h: i64) -> Tensor {
     // q (n, m, D), k/v (n, s, D) -> (n, m, D)
     let (n, m, dim) = q.size3().unwrap();
@@ -92,19 +96,9 @@ fn run_case(c: &Case, mode: Mode, backend: Backend) {
         false,
     );
     let _guard = tch::no_grad_guard();
-    let fwd = attention_forward(
-        &x,
-        &w_in,
-        Some(&b_in),
-        &w_out,
-        Some(&b_out),
-        c.h,
-        c.g,
-        c.t,
-        mode,
-        backend,
-    )
-    .unwrap();
+    let w = Weights { in_proj_weight: &w_in, in_proj_bias: Some(&b_in), out_proj_weight: &w_out, out_proj_bias: Some(&b_out) };
+    let cfg = AttentionConfig::new(c.h, c.g, c.t).with_mode(mode).with_backend(backend);
+    let fwd = attention_forward(&x, w, cfg).unwrap();
     assert!(
         fwd.out.allclose(&expected, 1e-10, 1e-10, false),
         "{mode:?}: forward differs"
@@ -117,36 +111,10 @@ fn run_case(c: &Case, mode: Mode, backend: Backend) {
         out_proj_bias: true,
     };
     // Both ways of getting q/k/v: the saved projection, and recomputed from x.
-    let from_qkv = attention_backward(
-        &grad_out,
-        Some(&x),
-        Some(&fwd.qkv),
-        &w_in,
-        Some(&b_in),
-        &w_out,
-        c.h,
-        c.g,
-        c.t,
-        mode,
-        needs,
-        backend,
-    )
-    .unwrap();
-    let grads = attention_backward(
-        &grad_out,
-        Some(&x),
-        None,
-        &w_in,
-        Some(&b_in),
-        &w_out,
-        c.h,
-        c.g,
-        c.t,
-        mode,
-        needs,
-        backend,
-    )
-    .unwrap();
+    // out_proj_bias is not read by the backward.
+    let w = Weights { out_proj_bias: None, ..w };
+    let from_qkv = attention_backward(&grad_out, Some(&x), Some(&fwd.qkv), w, cfg, needs).unwrap();
+    let grads = attention_backward(&grad_out, Some(&x), None, w, cfg, needs).unwrap();
     let a = from_qkv.x.unwrap();
     assert!(
         a.allclose(grads.x.as_ref().unwrap(), 1e-12, 1e-12, false),
@@ -220,38 +188,14 @@ fn weight_gradients_only_when_asked() {
     let x = Tensor::randn([1, 2 + 2 * 3, 8], opts);
     let w_in = Tensor::randn([24, 8], opts);
     let w_out = Tensor::randn([8, 8], opts);
-    let fwd = attention_forward(
-        &x,
-        &w_in,
-        None,
-        &w_out,
-        None,
-        2,
-        2,
-        2,
-        Mode::GlobalLocal,
-        Backend::Auto,
-    )
-    .unwrap();
+    let w = no_bias(&w_in, &w_out);
+    let cfg = AttentionConfig::new(2, 2, 2);
+    let fwd = attention_forward(&x, w, cfg).unwrap();
     let needs = NeedsGrad {
         x: true,
         ..Default::default()
     };
-    let g = attention_backward(
-        &fwd.out,
-        None,
-        Some(&fwd.qkv),
-        &w_in,
-        None,
-        &w_out,
-        2,
-        2,
-        2,
-        Mode::GlobalLocal,
-        needs,
-        Backend::Auto,
-    )
-    .unwrap();
+    let g = attention_backward(&fwd.out, None, Some(&fwd.qkv), w, cfg, needs).unwrap();
     assert!(g.x.is_some());
     assert!(
         g.in_proj_weight.is_none()
@@ -299,38 +243,14 @@ fn bad_inputs_are_errors_not_panics() {
         (Tensor::randn([1, 10, 8], opts), 2, 2, 0, "num_frames"),
     ];
     for (x, h, g, t, msg) in cases {
-        let err = attention_forward(
-            &x,
-            &w_in,
-            None,
-            &w_out,
-            None,
-            h,
-            g,
-            t,
-            Mode::Local,
-            Backend::Auto,
-        )
-        .err()
-        .expect("an error");
+        let cfg = AttentionConfig::new(h, g, t).with_mode(Mode::Local);
+        let err = attention_forward(&x, no_bias(&w_in, &w_out), cfg).err().expect("an error");
         assert!(err.to_string().contains(msg), "{err} should contain {msg}");
     }
     let x = Tensor::randn([1, 10, 8], opts);
     let bad_w = Tensor::randn([8, 24], opts);
-    let err = attention_forward(
-        &x,
-        &bad_w,
-        None,
-        &w_out,
-        None,
-        2,
-        2,
-        2,
-        Mode::Global,
-        Backend::Auto,
-    )
-    .err()
-    .expect("an error");
+    let cfg = AttentionConfig::new(2, 2, 2).with_mode(Mode::Global);
+    let err = attention_forward(&x, no_bias(&bad_w, &w_out), cfg).err().expect("an error");
     assert!(
         err.to_string()
             .contains("`in_proj_weight` must have shape [24, 8]"),
@@ -341,22 +261,8 @@ fn bad_inputs_are_errors_not_panics() {
         ..Default::default()
     };
     let qkv = Tensor::randn([1, 10, 24], opts);
-    let err = attention_backward(
-        &x,
-        None,
-        Some(&qkv),
-        &w_in,
-        None,
-        &w_out,
-        2,
-        2,
-        2,
-        Mode::GlobalLocal,
-        needs,
-        Backend::Auto,
-    )
-    .err()
-    .expect("an error");
+    let cfg = AttentionConfig::new(2, 2, 2);
+    let err = attention_backward(&x, None, Some(&qkv), no_bias(&w_in, &w_out), cfg, needs).err().expect("an error");
     assert!(err.to_string().contains("needs the input `x`"), "{err}");
 }
 
@@ -366,27 +272,13 @@ fn weight_gradients_only_when_asked_in_every_mode() {
     let x = Tensor::randn([1, 2 + 2 * 3, 8], opts);
     let (w_in, w_out) = (Tensor::randn([24, 8], opts), Tensor::randn([8, 8], opts));
     for mode in [Mode::Local, Mode::Global] {
-        let fwd =
-            attention_forward(&x, &w_in, None, &w_out, None, 2, 2, 2, mode, Backend::Auto).unwrap();
+        let (w, cfg) = (no_bias(&w_in, &w_out), AttentionConfig::new(2, 2, 2).with_mode(mode));
+        let fwd = attention_forward(&x, w, cfg).unwrap();
         let needs = NeedsGrad {
             x: true,
             ..Default::default()
         };
-        let g = attention_backward(
-            &fwd.out,
-            None,
-            Some(&fwd.qkv),
-            &w_in,
-            None,
-            &w_out,
-            2,
-            2,
-            2,
-            mode,
-            needs,
-            Backend::Auto,
-        )
-        .unwrap();
+        let g = attention_backward(&fwd.out, None, Some(&fwd.qkv), w, cfg, needs).unwrap();
         assert!(
             g.x.is_some() && g.in_proj_weight.is_none() && g.out_proj_weight.is_none(),
             "{mode:?}"
@@ -427,13 +319,10 @@ fn global_weights_match_reference_in_every_mode() {
     let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
     for mode in [Mode::GlobalLocal, Mode::Local, Mode::Global] {
         for backend in [Backend::Flash, Backend::Math] {
-            let args = (&x, &w_in, Some(&b_in), &eye, None, c.h, c.g, c.t, mode, backend);
-            let plain = attention_forward(args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7, args.8, args.9)
-                .unwrap();
-            let fwd = attention_forward_with_weights(
-                args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7, args.8, args.9,
-            )
-            .unwrap();
+            let w = Weights { in_proj_bias: Some(&b_in), ..no_bias(&w_in, &eye) };
+            let cfg = AttentionConfig::new(c.h, c.g, c.t).with_mode(mode).with_backend(backend);
+            let plain = attention_forward(&x, w, cfg).unwrap();
+            let fwd = attention_forward_with_weights(&x, w, cfg).unwrap();
             assert!(plain.weights.is_none());
             let w = fwd.weights.unwrap();
             assert_eq!(w.size(), vec![c.b, c.h, c.g, s], "{mode:?}");
@@ -451,7 +340,15 @@ fn global_weights_match_reference_in_every_mode() {
     }
     // No global tokens: an empty (batch, heads, 0, seq).
     let x0 = x.narrow(1, c.g, c.t * c.l);
-    let fwd = attention_forward_with_weights(&x0, &w_in, None, &eye, None, c.h, 0, c.t, Mode::GlobalLocal, Backend::Auto)
-        .unwrap();
+    let fwd = attention_forward_with_weights(&x0, no_bias(&w_in, &eye), AttentionConfig::new(c.h, 0, c.t)).unwrap();
     assert_eq!(fwd.weights.unwrap().size(), vec![c.b, c.h, 0, c.t * c.l]);
+}
+
+#[test]
+fn config_defaults_to_dgl_on_the_fastest_kernel() {
+    let cfg = AttentionConfig::new(4, 2, 3);
+    assert_eq!((cfg.num_heads, cfg.num_global, cfg.num_frames), (4, 2, 3));
+    assert_eq!((cfg.mode, cfg.backend), (Mode::GlobalLocal, Backend::Auto));
+    let cfg = cfg.with_mode(Mode::Local).with_backend(Backend::Math);
+    assert_eq!((cfg.mode, cfg.backend, cfg.num_heads), (Mode::Local, Backend::Math, 4));
 }

@@ -34,16 +34,8 @@ impl Part {
         d: &Dims,
         backend: Backend,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        sdpa::sdpa_backward(
-            dout,
-            &self.q,
-            &self.k,
-            &self.v,
-            &self.out,
-            &self.lse,
-            d.scale(),
-            backend,
-        )
+        let saved = sdpa::Saved { q: &self.q, k: &self.k, v: &self.v, out: &self.out, lse: &self.lse };
+        sdpa::sdpa_backward(dout, &saved, d.scale(), backend)
     }
 }
 

@@ -3,63 +3,104 @@
 
 use super::errors::to_py;
 use crate::metrics::{self, RetrievalMetrics};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use crate::DglError;
+use numpy::prelude::*;
+use numpy::{Element, PyArray1, PyArray2, PyArrayDescr, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 
-/// A float32 or float64 2-D numpy array.
-#[derive(FromPyObject)]
-enum PySim<'py> {
+/// A float32 or float64 2-D numpy array, borrowed.
+enum Sim<'py> {
     F32(PyReadonlyArray2<'py, f32>),
     F64(PyReadonlyArray2<'py, f64>),
+}
+
+impl<'py> Sim<'py> {
+    /// The argument `arg` as a float32 or float64 2-D array; otherwise an error that
+    /// names the argument and the dtype (or shape, or type) it got.
+    fn extract(arg: &str, obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let dtype = array2(arg, obj)?.dtype();
+        if dtype.is_equiv_to(&numpy::dtype::<f32>(obj.py())) {
+            Ok(Sim::F32(obj.extract()?))
+        } else if dtype.is_equiv_to(&numpy::dtype::<f64>(obj.py())) {
+            Ok(Sim::F64(obj.extract()?))
+        } else {
+            Err(dtype_error(arg, "float32 or float64".into(), &dtype))
+        }
+    }
+}
+
+/// The argument `arg` as a 2-D array of `T`, the dtype of the array `like` (so that
+/// both go to the same instance of a generic core function).
+fn same_dtype<'py, T: Element>(arg: &str, obj: &Bound<'py, PyAny>, like: &str) -> PyResult<PyReadonlyArray2<'py, T>> {
+    let (dtype, want) = (array2(arg, obj)?.dtype(), numpy::dtype::<T>(obj.py()));
+    if !dtype.is_equiv_to(&want) {
+        return Err(dtype_error(arg, format!("{want} (the dtype of `{like}`)"), &dtype));
+    }
+    obj.extract()
+}
+
+/// `obj` as a 2-D numpy array of any dtype.
+fn array2<'a, 'py>(arg: &str, obj: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyUntypedArray>> {
+    let arr = obj.downcast::<PyUntypedArray>().map_err(|_| {
+        let got = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "another type".into());
+        PyTypeError::new_err(format!("`{arg}` must be a float32 or float64 numpy array, got {got}"))
+    })?;
+    if arr.ndim() != 2 {
+        return Err(to_py(DglError::shape(arg, "(rows, columns), 2-D", arr.shape())));
+    }
+    Ok(arr)
+}
+
+fn dtype_error(arg: &str, expected: String, got: &Bound<'_, PyArrayDescr>) -> PyErr {
+    to_py(DglError::Dtype { arg: arg.into(), expected, got: got.to_string() })
+}
+
+/// The one f32/f64 dispatch: `$body` is written once and compiled for each element
+/// type, with `$a` bound to the `PyReadonlyArray2` of that type.
+macro_rules! on_float {
+    ($sim:expr, |$a:ident| $body:expr) => {
+        match $sim {
+            Sim::F32($a) => $body,
+            Sim::F64($a) => $body,
+        }
+    };
 }
 
 type Map<'py> = Option<PyReadonlyArray1<'py, i64>>;
 type Ranks<'py> = Bound<'py, PyArray1<i64>>;
 
-/// Runs a rank function on either dtype with the GIL released.
-macro_rules! on_sim {
-    ($py:expr, $sim:expr, |$v:ident| $body:expr) => {
-        match $sim {
-            PySim::F32(a) => {
-                let $v = a.as_array();
-                $py.allow_threads(move || $body)
-            }
-            PySim::F64(a) => {
-                let $v = a.as_array();
-                $py.allow_threads(move || $body)
-            }
-        }
-        .map_err(to_py)
-    };
-}
-
 #[pyfunction]
 #[pyo3(name = "ranks_t2v", signature = (sim, caption_to_video))]
 fn py_ranks_t2v<'py>(
     py: Python<'py>,
-    sim: PySim<'py>,
+    sim: &Bound<'py, PyAny>,
     caption_to_video: Map<'py>,
 ) -> PyResult<Ranks<'py>> {
     let map = caption_to_video.as_ref().map(|m| m.as_array());
-    Ok(PyArray1::from_vec(
-        py,
-        on_sim!(py, sim, |s| metrics::ranks_t2v(s, map))?,
-    ))
+    let ranks = on_float!(Sim::extract("sim", sim)?, |a| {
+        let s = a.as_array();
+        py.allow_threads(move || metrics::ranks_t2v(s, map))
+    })
+    .map_err(to_py)?;
+    Ok(PyArray1::from_vec(py, ranks))
 }
 
 #[pyfunction]
 #[pyo3(name = "ranks_v2t", signature = (sim, caption_to_video))]
 fn py_ranks_v2t<'py>(
     py: Python<'py>,
-    sim: PySim<'py>,
+    sim: &Bound<'py, PyAny>,
     caption_to_video: Map<'py>,
 ) -> PyResult<Ranks<'py>> {
     let map = caption_to_video.as_ref().map(|m| m.as_array());
-    Ok(PyArray1::from_vec(
-        py,
-        on_sim!(py, sim, |s| metrics::ranks_v2t(s, map))?,
-    ))
+    let ranks = on_float!(Sim::extract("sim", sim)?, |a| {
+        let s = a.as_array();
+        py.allow_threads(move || metrics::ranks_v2t(s, map))
+    })
+    .map_err(to_py)?;
+    Ok(PyArray1::from_vec(py, ranks))
 }
 
 #[pyfunction]
@@ -141,61 +182,33 @@ fn py_summarize_ranks(
 #[pyo3(name = "dual_softmax", signature = (sim, temperature, axis))]
 fn py_dual_softmax<'py>(
     py: Python<'py>,
-    sim: PySim<'py>,
+    sim: &Bound<'py, PyAny>,
     temperature: f64,
     axis: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match sim {
-        PySim::F32(a) => {
-            let s = a.as_array();
-            let out = py
-                .allow_threads(move || metrics::dual_softmax(s, temperature, axis))
-                .map_err(to_py)?;
-            out.into_pyarray(py).into_any()
-        }
-        PySim::F64(a) => {
-            let s = a.as_array();
-            let out = py
-                .allow_threads(move || metrics::dual_softmax(s, temperature, axis))
-                .map_err(to_py)?;
-            out.into_pyarray(py).into_any()
-        }
-    })
+    Ok(on_float!(Sim::extract("sim", sim)?, |a| {
+        let s = a.as_array();
+        let out = py.allow_threads(move || metrics::dual_softmax(s, temperature, axis)).map_err(to_py)?;
+        PyArray2::from_owned_array(py, out).into_any()
+    }))
 }
 
 #[pyfunction]
 #[pyo3(name = "qb_norm", signature = (sim, bank, k, beta, min_count=1))]
 fn py_qb_norm<'py>(
     py: Python<'py>,
-    sim: PySim<'py>,
-    bank: PySim<'py>,
+    sim: &Bound<'py, PyAny>,
+    bank: &Bound<'py, PyAny>,
     k: usize,
     beta: f64,
     min_count: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match (sim, bank) {
-        (PySim::F32(a), PySim::F32(b)) => {
-            let (s, b) = (a.as_array(), b.as_array());
-            let out: ndarray::Array2<f32> = py
-                .allow_threads(move || metrics::qb_norm_min_count(s, b, k, beta, min_count))
-                .map_err(to_py)?;
-            PyArray2::from_owned_array(py, out).into_any()
-        }
-        (PySim::F64(a), PySim::F64(b)) => {
-            let (s, b) = (a.as_array(), b.as_array());
-            let out: ndarray::Array2<f64> = py
-                .allow_threads(move || metrics::qb_norm_min_count(s, b, k, beta, min_count))
-                .map_err(to_py)?;
-            PyArray2::from_owned_array(py, out).into_any()
-        }
-        _ => {
-            return Err(to_py(crate::DglError::dtype(
-                "bank",
-                "the dtype of `sim`",
-                "a different dtype",
-            )))
-        }
-    })
+    Ok(on_float!(Sim::extract("sim", sim)?, |a| {
+        let bank = same_dtype("bank", bank, "sim")?;
+        let (s, b) = (a.as_array(), bank.as_array());
+        let out = py.allow_threads(move || metrics::qb_norm_min_count(s, b, k, beta, min_count)).map_err(to_py)?;
+        PyArray2::from_owned_array(py, out).into_any()
+    }))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
