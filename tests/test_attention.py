@@ -169,7 +169,7 @@ def test_bad_mode_raises():
     # the native op checks it too (parsed in the binding)
     x, w_in, b_in, w_out, b_out = args
     with pytest.raises(ValueError, match=r"`mode`: expected one of 'global_local', 'local', 'global', got \"joint\""):
-        dgl_rs._native.attention_forward(x, w_in, b_in, w_out, b_out, 2, 2, 2, "joint", "auto")
+        dgl_rs._native.attention_forward(x, (w_in, b_in, w_out, b_out), (2, 2, 2, "joint", "auto"))
 
 
 def test_frozen_weights_get_no_gradient():

@@ -64,7 +64,7 @@ def test_generator_gradcheck_float64():
 
     def f(tab):
         mlp = [m.text_mlp[0].weight, m.text_mlp[0].bias, m.text_mlp[2].weight, m.text_mlp[2].bias]
-        t, fr = dgl_rs._native.transformer_prompts(tab, m.block.tensors(), mlp, 2, 2, 2, 2)
+        t, fr = dgl_rs._native.transformer_prompts(tab, m.block.tensors(), mlp, (2, 2, 2), 2)
         return t, fr
 
     assert torch.autograd.gradcheck(f, (table,), eps=1e-6, atol=1e-7)

@@ -2,8 +2,7 @@
 dgl_rs._native` would check, without mypy (not installable offline): the same public
 names both ways, and for every function the parameters of the builtin (its pyo3
 ``__text_signature__``) equal the stub's, in order, with the same defaults. Every
-function also binds its stub's parameter names as keywords: the long ones are
-``(*args, **kwargs)`` builtins that bind the call themselves (src/bindings/args.rs)."""
+function also binds its stub's parameter names as keywords."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 
 from dgl_rs import _native
 
@@ -118,58 +116,3 @@ def test_stub_parameter_names_bind_as_keywords(name):
     with pytest.raises(TypeError) as err:
         fn(**kwargs)
     assert not BINDING_ERROR.search(str(err.value)), str(err.value)
-
-
-def _attention_inputs():
-    torch.manual_seed(0)
-    b, g, t, l, d = 2, 2, 3, 4, 8
-    x = torch.randn(b, g + t * l, d, dtype=torch.float64)
-    weights = [torch.randn(3 * d, d, dtype=torch.float64) / d**0.5, torch.randn(3 * d, dtype=torch.float64),
-               torch.randn(d, d, dtype=torch.float64) / d**0.5, torch.randn(d, dtype=torch.float64)]
-    return x, weights, (2, g, t)
-
-
-def _same(a, b):
-    assert len(a) == len(b)
-    for u, v in zip(a, b):
-        assert (u is None and v is None) or torch.equal(u, v)
-
-
-def test_attention_keyword_calls_equal_positional_calls():
-    """The bound structs take each argument by its name: keyword calls in any order
-    give what the positional call gives."""
-    x, (w_in, b_in, w_out, b_out), (h, g, t) = _attention_inputs()
-    pos = _native.attention_forward(x, w_in, b_in, w_out, b_out, h, g, t, "local", "math", True)
-    kw = _native.attention_forward(
-        need_weights=True, backend="math", mode="local", num_frames=t, num_global=g, num_heads=h,
-        out_proj_bias=b_out, out_proj_weight=w_out, in_proj_bias=b_in, in_proj_weight=w_in, x=x,
-    )
-    _same(pos, kw)
-    default = _native.attention_forward(x, w_in, b_in, w_out, b_out, h, g, t, "local", "math")
-    assert default[2] is None and torch.equal(default[0], pos[0])
-
-    grad_out = torch.randn_like(x)
-    needs = (True, True, True, True, False)
-    pos = _native.attention_backward(grad_out, x, pos[1], w_in, b_in, w_out, h, g, t, "local", needs, "math")
-    kw = _native.attention_backward(
-        grad_out, x, backend="math", needs=needs, mode="local", num_frames=t, num_global=g, num_heads=h,
-        out_proj_weight=w_out, in_proj_bias=b_in, in_proj_weight=w_in, qkv=kw[1],
-    )
-    _same(pos, kw)
-    assert pos[4] is None and pos[0].shape == x.shape
-
-
-def test_transformer_prompts_keyword_call_equals_positional_call():
-    torch.manual_seed(0)
-    layers, heads, n_text, frames, n_f, d_v, hidden, d_t = 2, 2, 2, 3, 1, 8, 16, 4
-    table = torch.randn(n_text + frames * n_f, layers * d_v)
-    shapes = [(d_v,), (d_v,), (3 * d_v, d_v), (3 * d_v,), (d_v, d_v), (d_v,), (d_v,), (d_v,),
-              (hidden, d_v), (hidden,), (d_v, hidden), (d_v,)]
-    block = [torch.randn(s) * 0.1 for s in shapes]
-    mlp = [torch.randn(hidden, d_v), torch.randn(hidden), torch.randn(d_t, hidden), torch.randn(d_t)]
-    pos = _native.transformer_prompts(table, block, mlp, layers, heads, n_text, frames)
-    kw = _native.transformer_prompts(
-        num_frames=frames, num_text=n_text, num_heads=heads, num_layers=layers, mlp=mlp, block=block, table=table
-    )
-    _same(pos, kw)
-    assert pos[0].shape == (layers, n_text, d_t) and pos[1].shape == (layers, frames, n_f, d_v)

@@ -15,18 +15,13 @@ class DglDeviceError(ValueError): ...
 
 # ---- fused global-local attention --------------------------------------------------
 
+#: (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias)
+_Weights = Tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]
+#: (num_heads, num_global, num_frames, mode, backend)
+_Config = Tuple[int, int, int, str, str]
+
 def attention_forward(
-    x: Tensor,
-    in_proj_weight: Tensor,
-    in_proj_bias: Optional[Tensor],
-    out_proj_weight: Tensor,
-    out_proj_bias: Optional[Tensor],
-    num_heads: int,
-    num_global: int,
-    num_frames: int,
-    mode: str,
-    backend: str,
-    need_weights: bool = False,
+    x: Tensor, weights: _Weights, config: _Config, need_weights: bool = False
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """(out (B, S, D), qkv (B, S, 3D), weights (B, H, G, S) or None); mode is "global_local",
     "local" or "global"; weights are the global queries' probabilities, only with need_weights."""
@@ -35,17 +30,12 @@ def attention_backward(
     grad_out: Tensor,
     x: Optional[Tensor],
     qkv: Optional[Tensor],
-    in_proj_weight: Tensor,
-    in_proj_bias: Optional[Tensor],
-    out_proj_weight: Tensor,
-    num_heads: int,
-    num_global: int,
-    num_frames: int,
-    mode: str,
+    weights: _Weights,
+    config: _Config,
     needs: Tuple[bool, bool, bool, bool, bool],
-    backend: str,
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """Gradients of (x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias)."""
+    """Gradients of (x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias); the
+    output projection's bias in ``weights`` is not read."""
 
 # ---- prompt generators ---------------------------------------------------------------
 
@@ -55,9 +45,10 @@ def linear_prompts(
     """(text (layers, 2 n_f, D_t), frames (layers, num_frames, n_f, D_v))."""
 
 def transformer_prompts(
-    table: Tensor, block: List[Tensor], mlp: List[Tensor], num_layers: int, num_heads: int, num_text: int, num_frames: int
+    table: Tensor, block: List[Tensor], mlp: List[Tensor], shape: Tuple[int, int, int], num_frames: int
 ) -> Tuple[Tensor, Tensor]:
-    """(text (layers, num_text, D_t), frames (layers, num_frames, n_f, D_v))."""
+    """(text (layers, num_text, D_t), frames (layers, num_frames, n_f, D_v)); shape is
+    (num_layers, num_heads, num_text)."""
 
 # ---- retrieval metrics -----------------------------------------------------------------
 # A `sim`/`bank` that is not a 2-D float32/float64 array raises DglDtypeError/DglShapeError

@@ -3,7 +3,6 @@
 
 use pyo3::prelude::*;
 
-mod args;
 mod attention;
 mod errors;
 mod metrics;

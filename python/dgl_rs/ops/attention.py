@@ -34,8 +34,8 @@ def _attention_op(x: Tensor, in_proj_weight: Tensor, in_proj_bias: Optional[Tens
     """``(out, qkv, weights)``; ``weights`` empty unless ``need_weights``. ``recompute_qkv``
     changes only what the autograd formula saves."""
     out, qkv, weights = _native.attention_forward(
-        x, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
-        num_heads, num_global, num_frames, mode, backend, need_weights,
+        x, (in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias),
+        (num_heads, num_global, num_frames, mode, backend), need_weights,
     )
     return out, qkv, (weights if weights is not None else x.new_empty(0))
 
@@ -54,8 +54,8 @@ def _attention_backward_op(grad_out: Tensor, x: Optional[Tensor], qkv: Optional[
                            num_frames: int, mode: str, needs: List[bool], backend: str) -> List[Tensor]:
     """The five gradients (x, in_proj w/b, out_proj w/b); an empty tensor where not needed."""
     grads = _native.attention_backward(
-        grad_out.contiguous(), x, qkv, in_proj_weight, in_proj_bias, out_proj_weight, num_heads, num_global,
-        num_frames, mode, tuple(needs), backend,
+        grad_out.contiguous(), x, qkv, (in_proj_weight, in_proj_bias, out_proj_weight, None),
+        (num_heads, num_global, num_frames, mode, backend), tuple(needs),
     )
     return [g if g is not None else grad_out.new_empty(0) for g in grads]
 

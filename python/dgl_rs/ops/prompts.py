@@ -19,4 +19,4 @@ def linear_prompts(frame_prompts: Tensor, pre_weight: Tensor, pre_bias: Tensor, 
 def transformer_prompts(table: Tensor, block: Sequence[Tensor], mlp: List[Tensor], num_layers: int, heads: int,
                         num_text: int, num_frames: int) -> Tuple[Tensor, Tensor]:
     """DGL-Transformer: the unified prompt transformer over the learned table."""
-    return _native.transformer_prompts(table, block, mlp, num_layers, heads, num_text, num_frames)
+    return _native.transformer_prompts(table, block, mlp, (num_layers, heads, num_text), num_frames)
