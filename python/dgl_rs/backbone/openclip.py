@@ -404,6 +404,10 @@ class Backbone:
         """Text block i (to copy its weights, as CLIP4Clip's seqTransf does)."""
         return self.text.transformer.resblocks[i]
 
+    def remove_dgl(self) -> None:
+        """Undo :func:`apply_dgl` on this CLIP (methods never apply it)."""
+        remove_dgl(self.visual)
+
     # ---- the plain CLIP (pretraining the backbone itself)
     def encode_image(self, images: Tensor) -> Tensor:
         return self.clip.encode_image(images)

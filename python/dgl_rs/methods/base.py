@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from ..backbone.memory import check_memory
-from ..backbone.openclip import Backbone, Hooks, VideoAttention, remove_dgl
+from ..backbone.openclip import Backbone, Hooks, VideoAttention
 from ..util.files import atomic_write_bytes, safetensors_bytes
 from .options import Option, class_options
 
@@ -144,7 +144,7 @@ class PromptedCLIP(nn.Module):
 
     def unpatch(self) -> nn.Module:
         """The CLIP (models never change its modules; this also undoes :func:`apply_dgl`)."""
-        remove_dgl(self.backbone.visual)
+        self.backbone.remove_dgl()
         return self.clip
 
     # ---- parameters ------------------------------------------------------------------
