@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from dgl_rs.util import files
 from dgl_rs.factory import checkpoints as ckpt
+from dgl_rs.factory import runs
 from dgl_rs.train import main as train_main
 from dgl_rs.train.params import parse_args
 
@@ -69,7 +70,7 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
         ckpt.save_checkpoint(good, prompts, {**state, "step": 99})
     assert sorted(os.listdir(tmp_path)) == [good.name]  # no partial file, no temp file
     assert good.read_bytes() == before
-    assert ckpt.resolve_resume("latest", tmp_path) == good
+    assert runs.resolve_resume("latest", tmp_path) == good
     assert ckpt.load_checkpoint(good)[1]["step"] == 1
 
 
@@ -92,7 +93,7 @@ def test_killed_writer_leaves_previous_checkpoint(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_name(1)]
     assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))  # the orphan, ignored
-    prompts, state = ckpt.load_checkpoint(ckpt.resolve_resume("latest", tmp_path))
+    prompts, state = ckpt.load_checkpoint(runs.resolve_resume("latest", tmp_path))
     assert state["step"] == 1 and torch.equal(prompts["prompt"], torch.arange(1000.0))
 
 

@@ -21,6 +21,7 @@ import torch
 
 import dgl_rs
 from dgl_rs.factory import checkpoints as ckpt
+from dgl_rs.factory import runs
 from dgl_rs.util import files
 from dgl_rs import metrics
 from dgl_rs.backbone.loading import load_clip
@@ -32,7 +33,7 @@ from dgl_rs.factory import build_method, load_method
 from dgl_rs.backbone.memory import SIZES, memory_estimate
 from dgl_rs.services.index import check_index_target, save_index
 from dgl_rs.train import main as train_main
-from dgl_rs.train.main import check_run_dir
+from dgl_rs.factory.runs import check_run_dir
 
 from test_train import StandInDGL, patch_standins, toy_argv
 
@@ -349,7 +350,7 @@ def test_resume_latest_skips_a_damaged_newest_checkpoint(tmp_path):
     logger = logging.getLogger("dgl_rs.checkpoints")
     logger.addHandler(handler)
     try:
-        assert ckpt.resolve_resume("latest", tmp_path) == older
+        assert runs.resolve_resume("latest", tmp_path) == older
     finally:
         logger.removeHandler(handler)
     assert len(messages) == 1 and newest.name in messages[0] and "damaged" in messages[0] and older.name in messages[0]
@@ -358,7 +359,7 @@ def test_resume_latest_skips_a_damaged_newest_checkpoint(tmp_path):
         ckpt.load_checkpoint(newest)
     older.write_bytes(b"\x00" * 16)
     with pytest.raises(UsageError, match="every checkpoint .* is damaged"):
-        ckpt.resolve_resume("latest", tmp_path)
+        runs.resolve_resume("latest", tmp_path)
 
 
 def test_eval_names_a_damaged_checkpoint(tmp_path):

@@ -18,12 +18,13 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from . import checkpoints as ckpt
 from ..backbone.loading import load_clip
-from ..util.errors import UsageError
-from ..util.files import read_json
 from ..backbone.memory import check_memory
 from ..methods import METHODS, method_name, read_prompt_file
+from ..util.errors import UsageError
+from . import checkpoints as ckpt
+from . import runs
+from .runs import resolve_prompts_path
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
@@ -102,22 +103,6 @@ def load_method(path: PathLike, clip: nn.Module, **overrides: Any) -> nn.Module:
     return method_spec(name).cls.load_prompts(str(path), clip, **overrides)
 
 
-def resolve_prompts_path(path: PathLike) -> Path:
-    """A prompts file, a training checkpoint, or a run folder (its ``prompts.safetensors``,
-    else its newest checkpoint)."""
-    p = Path(path)
-    if p.is_dir():
-        if (p / "prompts.safetensors").is_file():
-            return p / "prompts.safetensors"
-        found = ckpt.list_checkpoints(p / "checkpoints") or ckpt.list_checkpoints(p)
-        if not found:
-            raise FileNotFoundError(f"--prompts {p}: no prompts.safetensors or checkpoint in it")
-        return found[-1]
-    if not p.is_file():
-        raise FileNotFoundError(f"--prompts {p}: no such file")
-    return p
-
-
 def _recorded(source: Path):
     """``(recorded, state_dict)``: what a checkpoint or the ``model.json`` beside a
     prompts file says about the backbone and method (``{}`` when nothing)."""
@@ -133,8 +118,7 @@ def _recorded(source: Path):
         read_prompt_file(source)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    side = source.with_name("model.json")
-    return (read_json(side) if side.is_file() else {}), None
+    return runs.model_json(source), None
 
 
 def _build_for(source: Optional[Path], recorded: dict, state_dict, clip, num_frames, context_length):

@@ -169,24 +169,6 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(resume: str, checkpoint_dir: str | os.PathLike) -> Path | None:
-    """``--resume`` value -> checkpoint file. ``latest`` means the newest checkpoint in
-    ``checkpoint_dir`` (None when there is none yet, so a fresh run starts); a directory
-    means its newest checkpoint (or that of its ``checkpoints/`` folder)."""
-    if resume == "latest":
-        found = list_checkpoints(checkpoint_dir)
-        return newest_intact(found) if found else None
-    path = Path(resume)
-    if path.is_dir():
-        found = list_checkpoints(path) or list_checkpoints(path / "checkpoints")
-        if not found:
-            raise FileNotFoundError(f"--resume: no checkpoint in {path}")
-        return newest_intact(found)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: {path} does not exist")
-    return path
-
-
 def newest_intact(found: list[Path]) -> Path:
     """The newest of ``found`` (oldest first) that loads; each newer, damaged one is
     named in a warning (and left in place). None loading is a :class:`UsageError`."""

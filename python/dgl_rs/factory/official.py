@@ -22,7 +22,6 @@ not depend on T (12, the paper's, unless ``num_frames`` says otherwise); the con
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pickle
 import re
@@ -33,11 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from . import build as factory
+from . import runs
 from ..backbone.loading import SYNTHETIC_TINY, create_clip, preprocess_cfg, state_shapes
 from ..backbone.openclip import Backbone
 from ..backbone.text import tokenize
 from ..util.errors import UsageError
-from ..util.files import atomic_write_bytes, atomic_write_text, safetensors_bytes
+from ..util.files import atomic_write_bytes, safetensors_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
 PREFIX = "official:"
@@ -254,18 +254,15 @@ def convert_official(path: PathLike, out: PathLike, *, num_frames: Optional[int]
     if out.suffix != ".safetensors":
         raise UsageError(f"OUT {out}: name the prompt file *.safetensors")
     backbone_file = out.with_name(out.stem + ".backbone.safetensors")
-    side = out.with_name("model.json")
+    side = out.with_name(runs.MODEL_JSON)
     existing = [str(p) for p in (out, backbone_file, side) if p.exists()]
     if existing and not overwrite:
         raise UsageError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
     name, model = _build(path, read_official(path), "cpu", num_frames, context_length)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_prompts(str(out))
     weights = {k: v.detach().contiguous() for k, v in model.clip.state_dict().items()}
     atomic_write_bytes(backbone_file, safetensors_bytes(weights, {"source": os.path.abspath(path)}))
-    meta = {"model": name, "pretrained": str(backbone_file.resolve()), "method": model.method, "dgl": model.config,
-            "prompts": out.name, "converted_from": os.path.abspath(path)}
-    atomic_write_text(side, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    runs.export_prompts(model, out, name, str(backbone_file.resolve()), converted_from=os.path.abspath(path))
     return {"prompts": str(out), "backbone": str(backbone_file), "model_json": str(side)}
 
 

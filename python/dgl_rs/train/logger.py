@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..factory import runs
 from ..util.files import atomic_write
 
 log = logging.getLogger("dgl_rs.train")
@@ -52,7 +53,7 @@ class RunLogger:
                  tensorboard: bool = True) -> None:
         self.enabled = enabled
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "metrics.jsonl"
+        self.path = self.run_dir / runs.METRICS
         self.records: list[dict[str, Any]] = []
         self.writer = None
         if not enabled:
@@ -67,7 +68,7 @@ class RunLogger:
             except ImportError:  # pragma: no cover - tensorboard is an optional extra
                 log.warning("tensorboard is not installed: logging to metrics.jsonl only")
             else:
-                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(self.run_dir / runs.TENSORBOARD))
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step`` (a resumed run replays those steps)."""

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +27,9 @@ import numpy as np
 import torch
 
 from ..factory import checkpoints as ckpt
+from ..factory import runs
 from ..factory.build import build_method, load_backbone
-from ..util.files import atomic_write_text, is_temp, remove_stale_temps
+from ..util.files import atomic_write_text, remove_stale_temps
 from ..methods import METHODS
 from ..services.data import DataBundle, build_data
 from ..services.device import resolve_precision
@@ -128,17 +127,9 @@ def log_results(results: dict[str, Any]) -> None:
                          name, kind, direction, r["R@1"], r["R@5"], r["R@10"], r["MdR"], r["MnR"])
 
 
-# ------------------------------------------------------------------- prompts export
 def export_prompts(model, path: Path, cfg: TrainConfig) -> None:
-    """``prompts.safetensors`` (``model.save_prompts``) plus ``model.json`` beside it:
-    the backbone (model name, weights) and DGL config needed to rebuild the model."""
-    model.save_prompts(str(path))
-    pretrained = cfg.pretrained
-    if pretrained and os.path.isfile(pretrained):
-        pretrained = os.path.abspath(pretrained)
-    meta = {"model": cfg.model, "pretrained": pretrained, "method": model.method, "dgl": model.config,
-            "prompts": path.name}
-    atomic_write_text(path.with_name("model.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    """The run's prompts and its ``model.json`` (:func:`dgl_rs.factory.runs.export_prompts`)."""
+    runs.export_prompts(model, path, cfg.model, cfg.pretrained)
 
 
 # ----------------------------------------------------------------------------- main
@@ -174,55 +165,40 @@ class Session:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.run_dir / runs.CHECKPOINTS
 
 
 def _run_dir(cfg: TrainConfig) -> tuple[Path, Optional[Path]]:
     """``(run folder, checkpoint to resume or None)``; a fresh run never reuses a folder
-    that holds checkpoints, nor writes into a non-empty folder (:func:`check_run_dir`)."""
+    that holds checkpoints, nor writes into a non-empty folder (:func:`runs.check_run_dir`)."""
     if cfg.name is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         cfg.name = broadcast_object(f"{stamp}-{cfg.dataset}-{cfg.method}")
     run_dir = Path(cfg.output_dir) / cfg.name
-    ckpt_dir = run_dir / "checkpoints"
-    resume_path = ckpt.resolve_resume(cfg.resume, ckpt_dir) if cfg.resume else None
+    ckpt_dir = run_dir / runs.CHECKPOINTS
+    resume_path = runs.resolve_resume(cfg.resume, ckpt_dir) if cfg.resume else None
     if resume_path is None and ckpt.list_checkpoints(ckpt_dir):
         raise UsageError(f"run folder {run_dir} already has checkpoints: continue it with "
                          f"--resume latest, or pick another --name")
     continuing = cfg.resume == "latest" or (
         resume_path is not None and run_dir.resolve() in resume_path.resolve().parents)
-    problem = broadcast_object(check_run_dir(run_dir, continuing))  # rank 0 may have made it already
+    problem = broadcast_object(runs.check_run_dir(run_dir, continuing))  # rank 0 may have made it already
     if problem:
         raise UsageError(problem)
     return run_dir, resume_path
 
 
-def check_run_dir(run_dir: Path, continuing: bool) -> Optional[str]:
-    """Why ``run_dir`` cannot take this run (None when it can): it must be new or empty,
-    or be the dgl-rs run being continued; a run never writes over files it did not make."""
-    if not run_dir.exists():
-        return None
-    if not run_dir.is_dir():
-        return f"--output-dir/--name: {run_dir} exists and is not a folder"
-    is_run = (run_dir / "config.json").is_file() or bool(ckpt.list_checkpoints(run_dir / "checkpoints"))
-    if all(is_temp(p) for p in run_dir.iterdir()) or (continuing and is_run):
-        return None
-    hint = "" if continuing else ", or continue that run with --resume latest"
-    return (f"run folder {run_dir} already exists and is not "
-            f"{'a dgl-rs run' if continuing else 'empty'}: pick another --name or --output-dir{hint}")
-
-
 def _open_run_dir(run_dir: Path, cfg: TrainConfig, info: DistInfo) -> None:
     if info.is_master:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for folder in (run_dir, run_dir / "checkpoints"):
+        for folder in (run_dir, run_dir / runs.CHECKPOINTS):
             remove_stale_temps(folder)  # left by a run killed mid-write
     barrier()
-    setup_logging(run_dir / "out.log", is_master=info.is_master)
+    setup_logging(run_dir / runs.LOG, is_master=info.is_master)
     if info.is_master:
         params_txt = "".join(f"{k}: {v}\n" for k, v in sorted(cfg.to_dict().items()))
-        atomic_write_text(run_dir / "params.txt", params_txt)
-        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+        atomic_write_text(run_dir / runs.PARAMS, params_txt)
+        atomic_write_text(run_dir / runs.CONFIG, cfg.to_json() + "\n")
 
 
 def _setup(cfg: TrainConfig, info: DistInfo, run_dir: Path) -> Session:
@@ -348,11 +324,11 @@ def _finish(s: Session, results: dict[str, Any]) -> int:
         results = run_evaluation(s.model, s.bundle, s.cfg, s.info, s.precision)
         log_results(results)
     if s.info.is_master:
-        export_prompts(s.model, s.run_dir / "prompts.safetensors", s.cfg)
+        export_prompts(s.model, s.run_dir / runs.PROMPTS, s.cfg)
         selection = s.selector.report(s.model, results, s.sampler.steps_per_epoch * s.cfg.epochs,
                                       lambda: run_evaluation(s.model, s.bundle, s.cfg, s.info, s.precision))
         if results:
-            write_results(s.run_dir / "results.json", {
+            write_results(s.run_dir / runs.RESULTS, {
                 "config": s.cfg.to_dict(), "method": s.model.method,
                 "trainable": s.model.num_trainable(), "world_size": s.info.world_size,
                 "global_batch": s.cfg.batch_size * s.cfg.accum_steps * s.info.world_size,

@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from safetensors.torch import load_file
 
+from ..factory import runs
 from ..util.files import atomic_write_text, read_json, remove_stale_temps
 
 log = logging.getLogger("dgl_rs.train")
@@ -46,7 +47,7 @@ class Selector:
 
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.dir = Path(run_dir) / "best"
+        self.dir = Path(run_dir) / runs.BEST
         self.history: list[dict[str, Any]] = []
         self.best: Optional[dict[str, Any]] = None
         if enabled and self.dir.is_dir():
@@ -54,11 +55,11 @@ class Selector:
 
     @property
     def prompts_path(self) -> Path:
-        return self.dir / "prompts.safetensors"
+        return self.dir / runs.PROMPTS
 
     def _write(self) -> None:
         record = {"metric": METRIC, "best": self.best, "epochs": self.history}
-        atomic_write_text(self.dir / "selection.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.dir / runs.SELECTION, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def record(self, epoch: int, global_step: int, val_results: dict[str, Any],
                save_prompts: Callable[[Path], None]) -> bool:
@@ -85,7 +86,7 @@ class Selector:
 
     def resume(self, global_step: int) -> None:
         """Continue the record of a run resumed at ``global_step``."""
-        path = self.dir / "selection.json"
+        path = self.dir / runs.SELECTION
         if not self.enabled or not path.is_file():
             return
         record = read_json(path)
@@ -94,7 +95,7 @@ class Selector:
         if best is not None and best["global_step"] > global_step:
             log.warning("the best epoch so far (%d) comes after the checkpoint resumed from; its "
                         "prompts are dropped and the selection restarts here", best["epoch"])
-            for name in ("prompts.safetensors", "model.json"):
+            for name in (runs.PROMPTS, runs.MODEL_JSON):
                 (self.dir / name).unlink(missing_ok=True)
             best = None
         self.best = best
@@ -107,7 +108,7 @@ class Selector:
         the last epoch is the best); ``{}`` without a validation."""
         if not self.enabled or self.best is None:
             return {}
-        best = dict(self.best, metric=METRIC, prompts=str(Path("best") / self.prompts_path.name))
+        best = dict(self.best, metric=METRIC, prompts=str(Path(runs.BEST) / self.prompts_path.name))
         if self.best["global_step"] == final_step and final_results:
             best["results"] = final_results
         else:
