@@ -675,7 +675,7 @@ def test_global_prompts_can_start_as_the_class_token():
 
     clip = tiny_clip()
     model = small("dgl-transformer", clip, global_init="cls")
-    cls = patch.class_token(clip.visual)
+    cls = patch.Backbone(clip).class_token()
     manual = F.layer_norm(clip.visual.class_embedding + clip.visual.positional_embedding[0], (32,),
                           clip.visual.ln_pre.weight, clip.visual.ln_pre.bias)
     torch.testing.assert_close(cls, manual)

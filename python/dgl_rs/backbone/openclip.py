@@ -95,10 +95,6 @@ def text_tower(clip: nn.Module) -> TextTower:
     )
 
 
-def blocks(transformer: nn.Module) -> List[nn.Module]:
-    return list(transformer.resblocks)
-
-
 def batch_first(transformer: nn.Module) -> bool:
     return getattr(transformer, "batch_first", True)
 
@@ -150,64 +146,6 @@ def run_block(block: nn.Module, x: Tensor, first: bool, attn_mask: Optional[Tens
         a = post_attention(a)
     x = x + block.ls_1(a)
     return x + block.ls_2(run_mlp(block.mlp, block.ln_2(x)))
-
-
-def attention_weights(block: nn.Module) -> tuple:
-    """``(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads)`` of a
-    resblock's attention (an nn.MultiheadAttention or a GlobalLocalAttention)."""
-    a = block.attn
-    return a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias, a.num_heads
-
-
-def embed_frames(visual: nn.Module, images: Tensor) -> Tensor:
-    """Patch embedding, class token, positional embedding, ln_pre: ``(N, 3, H, W) -> (N, 1 + P, D_v)``,
-    exactly open_clip's ``VisionTransformer._embeds``."""
-    x = visual.conv1(images)
-    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-    cls = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-    x = visual.patch_dropout(x)
-    return visual.ln_pre(x)
-
-
-def class_token(visual: nn.Module) -> Tensor:
-    """The class token as every frame's sequence starts it: ``ln_pre(class_embedding +
-    positional_embedding[0])``, ``(D_v,)``."""
-    x = visual.class_embedding + visual.positional_embedding[0].to(visual.class_embedding.dtype)
-    return visual.ln_pre(x.view(1, 1, -1)).view(-1)
-
-
-def project_visual(visual: nn.Module, tokens: Tensor) -> Tensor:
-    """ln_post then proj of pooled tokens ``(..., D_v) -> (..., D_out)``."""
-    x = visual.ln_post(tokens)
-    return x @ visual.proj if visual.proj is not None else x
-
-
-def visual_output_width(visual: nn.Module) -> int:
-    """Width of :func:`project_visual`'s output (the joint embedding's)."""
-    return visual.proj.shape[1] if visual.proj is not None else visual.transformer.width
-
-
-def project_text(tower: TextTower, pooled: Tensor) -> Tensor:
-    proj = tower.text_projection
-    if proj is None:
-        return pooled
-    return proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
-
-
-def image_size(visual: nn.Module) -> tuple:
-    size = visual.image_size
-    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-
-
-def patch_size(visual: nn.Module) -> int:
-    p = visual.patch_size
-    return p[0] if isinstance(p, (tuple, list)) else int(p)
-
-
-def num_heads(visual: nn.Module) -> int:
-    attn = visual.transformer.resblocks[0].attn
-    return attn.num_heads
 
 
 def apply_dgl(visual: nn.Module, num_global: int, num_frames: int,
@@ -301,11 +239,13 @@ class Backbone:
 
     @property
     def image_size(self) -> tuple:
-        return image_size(self.visual)
+        size = self.visual.image_size
+        return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
     @property
     def patch_size(self) -> int:
-        return patch_size(self.visual)
+        p = self.visual.patch_size
+        return p[0] if isinstance(p, (tuple, list)) else int(p)
 
     @property
     def grid(self) -> tuple:
@@ -314,11 +254,13 @@ class Backbone:
 
     @property
     def num_heads(self) -> int:
-        return num_heads(self.visual)
+        return self.visual.transformer.resblocks[0].attn.num_heads
 
     @property
     def output_width(self) -> int:
-        return visual_output_width(self.visual)
+        """Width of :meth:`project_visual`'s output (the joint embedding's)."""
+        proj = self.visual.proj
+        return proj.shape[1] if proj is not None else self.vision_width
 
     @property
     def context_length(self) -> int:
@@ -345,26 +287,45 @@ class Backbone:
 
     # ---- visual tower
     def embed_frames(self, images: Tensor) -> Tensor:
-        """``(N, 3, H, W) -> (N, 1 + P, D_v)`` in the backbone's dtype (see :func:`embed_frames`)."""
-        return embed_frames(self.visual, images.to(self.dtype))
+        """Patch embedding, class token, positional embedding, ln_pre, in the backbone's
+        dtype: ``(N, 3, H, W) -> (N, 1 + P, D_v)``, exactly open_clip's
+        ``VisionTransformer._embeds``."""
+        v = self.visual
+        x = v.conv1(images.to(self.dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        return v.ln_pre(v.patch_dropout(x))
 
     def class_token(self) -> Tensor:
-        return class_token(self.visual)
+        """The class token as every frame's sequence starts it: ``ln_pre(class_embedding +
+        positional_embedding[0])``, ``(D_v,)``."""
+        v = self.visual
+        x = v.class_embedding + v.positional_embedding[0].to(v.class_embedding.dtype)
+        return v.ln_pre(x.view(1, 1, -1)).view(-1)
 
     def project_visual(self, tokens: Tensor) -> Tensor:
-        return project_visual(self.visual, tokens)
+        """ln_post then proj of pooled tokens ``(..., D_v) -> (..., D_out)``."""
+        x = self.visual.ln_post(tokens)
+        return x @ self.visual.proj if self.visual.proj is not None else x
+
+    def attention_weights(self, i: int) -> tuple:
+        """``(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads)`` of
+        visual block i's attention (an nn.MultiheadAttention or a GlobalLocalAttention)."""
+        a = self.visual.transformer.resblocks[i].attn
+        return a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias, a.num_heads
 
     def visual_attention(self, i: int, h: Tensor, attention: VideoAttention, need_weights: bool = False):
         """Visual block i's attention weights applied to the normalised packed video ``h``
         as the fused global-local op (``(out, weights)`` with ``need_weights``)."""
-        w_in, b_in, w_out, b_out, heads = attention_weights(self.visual.transformer.resblocks[i])
+        w_in, b_in, w_out, b_out, heads = self.attention_weights(i)
         return global_local_attention(h, w_in, b_in, w_out, b_out, heads, attention.num_global,
                                       attention.num_frames, mode=attention.mode, need_weights=need_weights)
 
     def masked_attention(self, i: int, h: Tensor, mask: Tensor) -> Tensor:
         """Visual block i's attention weights as plain multi-head attention of ``h``
         ``(B, S, D)`` under a boolean ``(S, S)`` mask (True: may attend)."""
-        return masked_attention(h, attention_weights(self.visual.transformer.resblocks[i]), mask)
+        return masked_attention(h, self.attention_weights(i), mask)
 
     def run_visual(self, x: Tensor, attention: VideoAttention, hooks: Hooks = NO_HOOKS) -> Tensor:
         """Every visual block over the packed video ``x`` ``(B, G + T*L, D_v)``, batch first."""
@@ -397,8 +358,11 @@ class Backbone:
 
     def pool_text(self, x: Tensor, eot_pos: Tensor) -> Tensor:
         """``ln_final``, the token at ``eot_pos`` of each row, the text projection: ``(B, D_out)``."""
-        x = self.text.ln_final(x)
-        return project_text(self.text, x[torch.arange(x.shape[0], device=x.device), eot_pos])
+        pooled = self.text.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot_pos]
+        proj = self.text.text_projection
+        if proj is None:
+            return pooled
+        return proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
 
     def text_block(self, i: int) -> nn.Module:
         """Text block i (to copy its weights, as CLIP4Clip's seqTransf does)."""

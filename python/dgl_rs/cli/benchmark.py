@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 from ..experiments.entries import DEMO, ENTRIES
 from ..experiments.report import markdown_table, write_outputs
 from ..experiments.runner import run_benchmark
-from ..train.logger import setup_logging
+from ..util.log import setup_logging
 
 
 def build_parser(prog: str, default_methods: Sequence[str], defaults: dict) -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from ..services.config import RECIPES, EvalConfig, add_arguments, check_bounds, 
 from ..services.data import build_data
 from ..services.device import resolve_device, resolve_precision
 from ..services.evaluate import evaluate_sets, write_results
-from ..train.logger import setup_logging
+from ..util.log import setup_logging
 
 EVAL_FIELDS = ("dataset", "data_root", "train_annotations", "eval_annotations", "eval_limit",
                "synthetic_split", "synthetic_videos", "synthetic_eval_videos",

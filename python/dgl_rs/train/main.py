@@ -36,7 +36,8 @@ from ..services.device import resolve_precision
 from ..services.evaluate import evaluate_sets, flatten_report, write_results
 from .distributed import (DistInfo, all_gather_object, barrier, broadcast_object,
                           cleanup_distributed, init_distributed)
-from .logger import RunLogger, setup_logging
+from ..util.log import setup_logging
+from .logger import RunLogger
 from .optim import make_optimizer
 from .params import TrainConfig, UsageError, method_options, parse_args
 from .scheduler import WarmupCosine
