@@ -329,16 +329,8 @@ class Backbone:
 
     def run_visual(self, x: Tensor, attention: VideoAttention, hooks: Hooks = NO_HOOKS) -> Tensor:
         """Every visual block over the packed video ``x`` ``(B, G + T*L, D_v)``, batch first."""
-        first = batch_first(self.visual.transformer)
-        for i, blk in enumerate(self.visual.transformer.resblocks):
-            if hooks.before is not None:
-                x = hooks.before(i, x)
-            attn = hooks.attention(i) if hooks.attention is not None else None
-            if attn is None:
-                attn = lambda h, i=i: self.visual_attention(i, h, attention)  # noqa: E731
-            post = hooks.post_attention(i) if hooks.post_attention is not None else None
-            x = run_block(blk, x, first, post_attention=post, attention=attn)
-        return x
+        own = lambda i: lambda h: self.visual_attention(i, h, attention)  # noqa: E731
+        return _run_blocks(self.visual.transformer, x, hooks, own_attention=own)
 
     # ---- text tower
     def embed_text(self, tokens: Tensor) -> Tensor:
@@ -348,13 +340,7 @@ class Backbone:
 
     def run_text(self, x: Tensor, attn_mask: Tensor, hooks: Hooks = NO_HOOKS) -> Tensor:
         """Every text block over ``x`` ``(B, S, D_t)`` under ``attn_mask`` (additive ``(S, S)``)."""
-        first = batch_first(self.text.transformer)
-        for i, blk in enumerate(self.text.transformer.resblocks):
-            if hooks.before is not None:
-                x = hooks.before(i, x)
-            post = hooks.post_attention(i) if hooks.post_attention is not None else None
-            x = run_block(blk, x, first, attn_mask=attn_mask, post_attention=post)
-        return x
+        return _run_blocks(self.text.transformer, x, hooks, attn_mask=attn_mask)
 
     def pool_text(self, x: Tensor, eot_pos: Tensor) -> Tensor:
         """``ln_final``, the token at ``eot_pos`` of each row, the text projection: ``(B, D_out)``."""
@@ -378,6 +364,22 @@ class Backbone:
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.clip.encode_text(tokens)
+
+
+def _run_blocks(transformer: nn.Module, x: Tensor, hooks: Hooks, attn_mask: Optional[Tensor] = None,
+                own_attention=None) -> Tensor:
+    """Every block of ``transformer`` over batch-first ``x`` with ``hooks``; a block's
+    attention is the hook's replacement, else ``own_attention(i)``, else the block's own."""
+    first = batch_first(transformer)
+    for i, blk in enumerate(transformer.resblocks):
+        if hooks.before is not None:
+            x = hooks.before(i, x)
+        attn = hooks.attention(i) if hooks.attention is not None else None
+        if attn is None and own_attention is not None:
+            attn = own_attention(i)
+        post = hooks.post_attention(i) if hooks.post_attention is not None else None
+        x = run_block(blk, x, first, attn_mask=attn_mask, post_attention=post, attention=attn)
+    return x
 
 
 def masked_attention(h: Tensor, weights: tuple, mask: Tensor) -> Tensor:

@@ -167,6 +167,23 @@ def report_from_embeddings(text_emb: torch.Tensor, video_emb: torch.Tensor,
     return out
 
 
+def _kept_captions(eval_set, kept: np.ndarray, name: str):
+    """``(captions, caption_to_video, videos skipped)`` over the videos the loader kept
+    (broken ones are skipped with ``on_error="skip"``: rank only what is left)."""
+    captions = list(eval_set.captions)
+    c2v = np.asarray(eval_set.caption_to_video, dtype=np.int64)
+    num_videos = int(c2v.max()) + 1 if len(c2v) else 0
+    skipped = num_videos - len(kept)
+    if skipped > 0 or not np.array_equal(kept, np.arange(len(kept))):
+        pos = {int(v): i for i, v in enumerate(kept)}
+        keep_caps = [i for i, v in enumerate(c2v) if int(v) in pos]
+        log.warning("%s: %d of %d videos could not be read and were left out, with their "
+                    "%d captions", name, skipped, num_videos, len(c2v) - len(keep_caps))
+        captions = [captions[i] for i in keep_caps]
+        c2v = np.array([pos[int(c2v[i])] for i in keep_caps], dtype=np.int64)
+    return captions, c2v, skipped
+
+
 def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size: int = 32,
              workers: int = 0, precision: str = "fp32", context_length: int = 32,
              query_bank: Optional[Sequence[str]] = None, dsl: bool = False,
@@ -190,18 +207,7 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
     video_emb, kept = encode_videos(model, videos, device=device, batch_size=batch_size,
                                     workers=workers, precision=precision, progress=progress,
                                     desc=f"{name} videos", return_indices=True)
-    captions = list(eval_set.captions)
-    c2v = np.asarray(eval_set.caption_to_video, dtype=np.int64)
-    num_videos = int(c2v.max()) + 1 if len(c2v) else 0
-    skipped = num_videos - len(kept)
-    if skipped > 0 or not np.array_equal(kept, np.arange(len(kept))):
-        # Broken videos were skipped (on_error="skip"): rank only what is left.
-        pos = {int(v): i for i, v in enumerate(kept)}
-        keep_caps = [i for i, v in enumerate(c2v) if int(v) in pos]
-        log.warning("%s: %d of %d videos could not be read and were left out, with their "
-                    "%d captions", name, skipped, num_videos, len(c2v) - len(keep_caps))
-        captions = [captions[i] for i in keep_caps]
-        c2v = np.array([pos[int(c2v[i])] for i in keep_caps], dtype=np.int64)
+    captions, c2v, skipped = _kept_captions(eval_set, kept, name)
     text_emb = encode_texts(model, captions, context_length=context_length,
                             device=device, precision=precision, progress=progress,
                             desc=f"{name} captions")
