@@ -365,10 +365,16 @@ def test_any_directly_built_dgl_saves_and_loads(tmp_path):
     clip = tiny_clip()
     m = DGL(clip, num_frames=3, generator="independent", num_global=0, num_frame_prompts=2, num_text_prompts=(1, 0),
             pool="frame_cls_mean", context_length=12)
-    assert m.method == "dgl"
+    assert m.method == "dgl-divided"  # the registered DGL method fixing generator="independent"
     m.save_prompts(str(tmp_path / "p.safetensors"))
     again = load_method(tmp_path / "p.safetensors", tiny_clip())
-    assert again.config == m.config and again.method == "dgl"
+    assert again.config == m.config and again.method == "dgl-divided"
+    linear = DGL(clip, num_frames=3, generator="linear", num_global=0, num_frame_prompts=2, num_text_prompts=(2, 2),
+                 pool="frame_cls_mean", context_length=12)
+    assert linear.method == "dgl-linear"
+    assert DGL(clip, num_frames=3, generator=None, num_global=1, context_length=12).method == "dgl"
+    with pytest.raises(ValueError, match="no registered method"):  # a base class with no preset of its own
+        dgl_rs.methods.TemporalPooling(clip, num_frames=3, context_length=12).method
 
 
 def test_dgl_keeps_its_public_constructor():

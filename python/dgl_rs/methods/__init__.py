@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Type
 
 from .adapters import Adapters
-from .base import FORMAT, PromptedCLIP, read_prompt_file
+from .base import FORMAT, SPECS, PromptedCLIP, read_prompt_file
 from .dgl import ATTENTIONS, DGL, POOLS, method_name
 from .finetune import FullFinetune
 from .options import Option, class_options
@@ -110,6 +110,7 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("dgl", DGL, "the DGL class with every switch yours to set (what DGL(...) builds directly)"),
 )}
 
+SPECS.update(METHODS)
 
 
 def settable_options(name: str) -> dict[str, Option]:

@@ -30,12 +30,6 @@ class Adapters(PromptedCLIP):
         Option("visual_adapter", "choice", "houlsby", "the visual tower's adapter: 'houlsby' (after the "
                "attention) or 'st' (ST-Adapter before every block)", choices=VISUAL_ADAPTERS),
     )
-    NAME = "visual-text-adapter"
-
-    @property
-    def method(self) -> str:
-        return getattr(self, "_method", None) or ("video-text-adapter" if self.visual_adapter == "st"
-                                                  else "visual-text-adapter")
 
     def _build(self, backbone: Backbone) -> None:
         super()._build(backbone)

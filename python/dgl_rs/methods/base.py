@@ -27,6 +27,9 @@ from ..util.files import atomic_write_bytes, safetensors_bytes
 from .options import Option, class_options
 
 FORMAT = "dgl-rs-prompts/1"
+#: name -> MethodSpec of every registered method (filled by :mod:`dgl_rs.methods`): what
+#: :attr:`PromptedCLIP.method` reads to name a model built directly from its class.
+SPECS: Dict[str, Any] = {}
 
 NUM_FRAMES = Option("num_frames", "int", 12, "frames per video T", low=1)
 CONTEXT_LENGTH = Option("context_length", "int", 32, "word tokens kept (the positional embedding is cut to it)",
@@ -45,8 +48,6 @@ class PromptedCLIP(nn.Module):
     ``num_frames`` (T) and ``context_length``; subclasses declare theirs in ``OPTIONS``."""
 
     OPTIONS = (NUM_FRAMES, CONTEXT_LENGTH)
-    #: The registry name of a model of this class built directly (``build_method`` records its own).
-    NAME = "zero-shot"
     #: Leading global tokens of the packed video (DGL's; none here).
     num_global = 0
 
@@ -100,7 +101,7 @@ class PromptedCLIP(nn.Module):
             if key in declared:
                 out[key] = value
             elif key not in LEGACY_NEUTRAL or LEGACY_NEUTRAL[key] not in (..., value):
-                raise ValueError(f"{path}: {cls.NAME if cls is PromptedCLIP else cls.__name__} has no option "
+                raise ValueError(f"{path}: {cls.__name__} has no option "
                                  f"`{key}` (the file sets it to {value!r})")
         return out
 
@@ -111,8 +112,19 @@ class PromptedCLIP(nn.Module):
 
     @property
     def method(self) -> str:
-        """The method's registry name (recorded in saved files)."""
-        return getattr(self, "_method", None) or self.NAME
+        """The method's registry name (recorded in saved files): the one ``build_method``
+        gave, else the registered method of this class whose fixed options this model has
+        (the one fixing the most, e.g. ``DGL(clip, generator="linear")`` is dgl-linear)."""
+        given = getattr(self, "_method", None)
+        if given:
+            return given
+        config = self.config
+        fits = [s for s in SPECS.values() if s.cls is type(self)
+                and all(config.get(k) == _json(self.options()[k], v) for k, v in s.pinned.items())]
+        if not fits:
+            raise ValueError(f"no registered method is a {type(self).__name__} with {config}: build it with "
+                             "dgl_rs.build_method")
+        return max(fits, key=lambda s: len(s.pinned)).name
 
     @property
     def fixed_num_frames(self) -> bool:
@@ -337,6 +349,10 @@ class PromptedCLIP(nn.Module):
         video = F.normalize(self._encode_video(frames, frame_prompts), dim=-1)
         text = F.normalize(self._encode_text(tokens, text_prompts), dim=-1)
         return self.logit_scale.exp() * text @ video.t()
+
+
+def _json(opt: Option, value: Any) -> Any:
+    return opt.to_json(opt.check(value))
 
 
 def _signature(cls) -> inspect.Signature:

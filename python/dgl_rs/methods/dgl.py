@@ -32,8 +32,8 @@ GLOBAL_INITS = ("random", "cls")
 
 
 def method_name(config: dict) -> str:
-    """The registry name of a DGL configuration built directly with ``DGL(...)`` (what a
-    saved file records): the preset it matches, else ``"dgl"`` (any options)."""
+    """The registry name of a DGL configuration in a file that records none (written before
+    files recorded their method): the preset it matches, else ``"dgl"``."""
     gen, g = config.get("generator"), config.get("num_global", 0)
     if gen is None and g == 0:
         return "zero-shot"
@@ -84,10 +84,6 @@ class DGL(DeepPrompts):
             raise ValueError(f"`num_global` must be >= 1 with pool={values['pool']!r}, got 0")
         if values["temporal_embedding"] and not values["num_frame_prompts"]:
             raise ValueError("`temporal_embedding` is added to the frame prompts: it needs num_frame_prompts >= 1")
-
-    @property
-    def method(self) -> str:
-        return getattr(self, "_method", None) or method_name(self.config)
 
     @property
     def fixed_num_frames(self) -> bool:

@@ -23,7 +23,6 @@ class FullFinetune(TemporalPooling):
 
     OPTIONS = (Option("backbone_lr_scale", "float", 1.0, "full fine-tuning: the CLIP's lr is --lr times this, new "
                       "modules train at --lr (CLIP4Clip's coef_lr)", low=0),)
-    NAME = "full-finetune"
 
     def _build(self, backbone: Backbone) -> None:
         super()._build(backbone)
@@ -33,8 +32,3 @@ class FullFinetune(TemporalPooling):
     def lr_scale(self, name: str) -> float:
         """``backbone_lr_scale`` for the CLIP's parameters, 1 for the temporal transformer."""
         return self.backbone_lr_scale if name.startswith("clip.") else 1.0
-
-    @property
-    def method(self) -> str:
-        return getattr(self, "_method", None) or ("full-finetune-seqtransf" if self.temporal_layers
-                                                  else "full-finetune")

@@ -59,7 +59,6 @@ class DeepPrompts(PromptedCLIP):
         Option("linear_direction", "choice", "visual_to_text", "the linear generator's projection direction "
                "(Table 3e)", choices=LINEAR_DIRECTIONS),
     )
-    NAME = "dgl"
 
     @classmethod
     def _validate(cls, values: Dict[str, Any], backbone: Backbone) -> None:

@@ -74,4 +74,3 @@ class EfficientPrompt(TemporalPooling, DeepPrompts):
     the caption in the input layer only, the frozen image tower, a temporal transformer
     over the frame embeddings, mean-pooled (the ``efficient-prompt`` preset)."""
 
-    NAME = "efficient-prompt"

@@ -66,7 +66,6 @@ class VoP(DeepPrompts):
         Option("exchange_layers", "layers", None, "VoP^P: visual blocks where every token also sees all frames' "
                "prompts (block indices or upper_half)", choices=("upper_half",), nullable=True),
     )
-    NAME = "vop"
 
     @classmethod
     def _validate(cls, values: Dict[str, Any], backbone: Backbone) -> None:
