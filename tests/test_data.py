@@ -376,3 +376,19 @@ def test_loader_is_seeded(videos):
 
     a, b = run(5), run(5)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_write_video_is_atomic(tmp_path):
+    """A failed write leaves what the file held (and no temp file); a good one replaces it."""
+    import numpy as np
+
+    from dgl_rs.data.video import decode_frames, write_video
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"the user's file")
+    frames = np.zeros((3, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(Exception):
+        write_video(path, frames, codec="no-such-codec")
+    assert path.read_bytes() == b"the user's file" and [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+    write_video(path, frames + 200)
+    assert decode_frames(str(path), 3).shape[0] == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from fractions import Fraction
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..util.errors import UsageError, VideoDecodeError
+from ..util.files import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -154,12 +156,17 @@ def decode_frames(path: PathLike, num_frames: int, train: bool = False,
     return torch.from_numpy(np.stack(frames))
 
 
+#: Container formats by file suffix (written through a temp file: FFmpeg cannot guess from its name).
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
+
+
 def write_video(path: PathLike, frames: Union[torch.Tensor, np.ndarray], fps: int = 8,
                 codec: str = "libx264", faststart: bool = False) -> str:
     """Write uint8 RGB frames (frames, H, W, 3) as a video file (H and W even for
     yuv420p). ``faststart`` puts the index (moov atom) at the front of an mp4.
 
-    Returns the path. Used for tests, the synthetic benchmark and the demo.
+    Written atomically (a temp file renamed over ``path``). Returns the path. Used for
+    tests, the synthetic benchmark and the demo.
     """
     av = _av()
     path = os.fspath(path)
@@ -171,18 +178,23 @@ def write_video(path: PathLike, frames: Union[torch.Tensor, np.ndarray], fps: in
     if t < 1 or h % 2 or w % 2:
         raise ValueError(f"need at least one frame and even H, W; got {tuple(arr.shape)}")
     options = {"movflags": "faststart"} if faststart else {}
-    with av.open(path, mode="w", options=options) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        if codec == "libx264":
-            # near-lossless and every frame a keyframe: small test clips, exact seeking
-            stream.options = {"crf": "10", "g": "1"}
-        for img in arr:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            for packet in stream.encode(frame):
+    container_format = CONTAINERS.get(Path(path).suffix.lower())  # the temp file has another suffix
+
+    def encode(tmp: Path) -> None:
+        with av.open(str(tmp), mode="w", format=container_format, options=options) as container:
+            stream = container.add_stream(codec, rate=Fraction(fps))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            if codec == "libx264":
+                # near-lossless and every frame a keyframe: small test clips, exact seeking
+                stream.options = {"crf": "10", "g": "1"}
+            for img in arr:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+
+    atomic_write(path, encode)
     return path
 
 

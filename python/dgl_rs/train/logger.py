@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..factory import runs
-from ..util.files import atomic_write
+from ..util.files import atomic_write, atomic_write_text
 
 log = logging.getLogger("dgl_rs.train")
 
@@ -55,9 +55,7 @@ class RunLogger:
         kept = [r for r in self.records if r.get("step", -1) <= step]
         if len(kept) != len(self.records):
             self.records = kept
-            with open(self.path, "w") as f:
-                for r in kept:
-                    f.write(json.dumps(r) + "\n")
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, step: int, scalars: dict[str, float], **extra: Any) -> None:
         if not self.enabled:
