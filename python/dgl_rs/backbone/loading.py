@@ -117,8 +117,19 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: Optional[str] = "open
             raise _offline_hint(model_name, tag, exc) from exc
         raise
     model.eval()
+    given = os.path.abspath(pretrained) if pretrained and os.path.isfile(str(pretrained)) else (pretrained or "none")
+    set_origin(model, model_name, given)
     tokenizer = functools.partial(tokenize, context_length=context_length or getattr(model, "context_length", 77))
     return model, preprocess_cfg(model), tokenizer
+
+
+ORIGIN = "dgl_rs_origin"
+
+
+def set_origin(model: torch.nn.Module, model_name: str, pretrained: Optional[str]) -> None:
+    """Tag a CLIP with the name and weights it was loaded from, so that a method saved on
+    it records them (``Backbone.origin``) and its file alone rebuilds it."""
+    setattr(model, ORIGIN, {"model": model_name, "pretrained": pretrained})
 
 
 @contextlib.contextmanager

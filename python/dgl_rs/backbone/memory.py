@@ -1,4 +1,4 @@
-"""How much memory a method's sizes need, checked before anything is allocated.
+"""How much memory a method's sizes and a batch need, checked before anything is allocated.
 
 :func:`check_memory` refuses frame or prompt counts whose one-video forward needs more
 memory than the machine has (a typo such as ``--num-frames 100000`` would otherwise be
@@ -41,9 +41,15 @@ def memory_estimate(backbone, options: dict[str, Any], videos: int = 1) -> int:
     d_v, d_t = backbone.vision_width, backbone.text_width
     seq_v, seq_t = g + t * (gh * gw + 1 + n_f), c + n_t
     layers = max(backbone.vision_layers, backbone.text_layers)
-    floats = (videos * (t * 3 * h * w + 8 * seq_v * d_v) + layers * (t * n_f * d_v + n_t * d_t)
+    floats = (videos * 8 * seq_v * d_v + layers * (t * n_f * d_v + n_t * d_t)
               + g * d_v + seq_t * seq_t + 8 * seq_t * d_t)
-    return 4 * floats
+    return 4 * floats + frames_bytes(videos, t, h, w)
+
+
+def frames_bytes(videos: int, num_frames: int, height: int, width: int) -> int:
+    """Bytes of a batch of decoded, normalised frames (float32 ``(videos, T, 3, H, W)``):
+    what a loader holds before any model sees it."""
+    return 4 * videos * num_frames * 3 * height * width
 
 
 def machine_memory(device: torch.device) -> Optional[int]:
@@ -56,15 +62,21 @@ def machine_memory(device: torch.device) -> Optional[int]:
         return None
 
 
-def check_memory(backbone, options: dict[str, Any]) -> None:
-    """Refuse, up front and with the estimate, sizes whose one-video forward
+def check_memory(backbone, options: dict[str, Any], videos: int = 1, flag: Optional[str] = None) -> None:
+    """Refuse, up front and with the estimate, sizes whose forward of ``videos`` videos
     (:func:`memory_estimate`) needs more memory than the machine has: a
-    :class:`UsageError` (a ``ValueError``) naming them."""
+    :class:`UsageError` (a ``ValueError``) naming ``flag`` (the batch's) and the sizes."""
     backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone)  # or a CLIP
-    need = memory_estimate(backbone, options)
     device = next(backbone.clip.parameters()).device
+    sizes = ", ".join(f"{k}={options[k]!r}" for k in SIZES if k in options)
+    what = f"{flag} {videos} ({sizes}): a batch of {videos} videos" if flag else f"{sizes}: one video"
+    refuse_beyond(memory_estimate(backbone, options, videos), device, what)
+
+
+def refuse_beyond(need: int, device: torch.device, what: str) -> None:
+    """A :class:`UsageError` when ``need`` bytes exceed the memory of ``device``: "WHAT needs
+    at least N GiB (estimate), more than the M GiB of ... memory here"."""
     have = machine_memory(device)
     if have is not None and need > have:
-        sizes = ", ".join(f"{k}={options[k]!r}" for k in SIZES if k in options)
-        raise UsageError(f"{sizes}: one video needs at least {need / 2**30:,.1f} GiB (estimate), more "
+        raise UsageError(f"{what} needs at least {need / 2**30:,.1f} GiB (estimate), more "
                          f"than the {have / 2**30:,.1f} GiB of {device.type} memory here")

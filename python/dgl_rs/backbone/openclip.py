@@ -276,6 +276,12 @@ class Backbone:
         return self.clip.logit_scale
 
     @property
+    def origin(self) -> Optional[dict]:
+        """``{"model", "pretrained"}`` the CLIP was loaded with (by :func:`~.loading.load_clip`
+        or from a released checkpoint); None for a CLIP built elsewhere."""
+        return getattr(self.clip, "dgl_rs_origin", None)
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.visual.conv1.weight.dtype
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..backbone.memory import check_memory
 from ..util.errors import UsageError
 from ..factory.build import load_model
 from ..util.files import read_json
@@ -106,6 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     model, preprocess_cfg, meta = _load(ns, cfg, device)
+    check_memory(model.backbone, model.config, cfg.eval_batch_size, "--eval-batch-size")
     cfg.num_frames = model.num_frames
     cfg.context_length = model.config["context_length"]
     config = {k: v for k, v in cfg.to_dict().items() if k in EVAL_FIELDS}

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..backbone.memory import check_memory
 from ..util.errors import UsageError
 from ..factory.build import load_model
 from ..services.index import check_index_target, encode_folder, load_index, save_index, search
@@ -60,6 +61,7 @@ def encode_main(args: argparse.Namespace) -> int:
     model, preprocess_cfg, meta = load_model(args.prompts, model_name=model_name,
                                            pretrained=pretrained, device=device,
                                            num_frames=args.num_frames)
+    check_memory(model.backbone, model.config, args.batch_size, "--batch-size")
     t0 = time.perf_counter()
     emb, videos, skipped = encode_folder(model, args.video_dir, preprocess_cfg, device=device,
                                          batch_size=args.batch_size, workers=args.workers,

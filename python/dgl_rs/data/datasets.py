@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..backbone.memory import frames_bytes, refuse_beyond
 from .readers import VideoRecord
 from .video import VideoDecodeError, decode_frames
 
@@ -62,6 +63,10 @@ class _VideoDataset(Dataset):
         if not self.records:
             raise ValueError("no videos: the record list is empty")
         self.num_frames = int(num_frames)
+        size = getattr(transform, "image_size", None)
+        if size:  # before any video is decoded: a typo must not fill the machine
+            refuse_beyond(frames_bytes(1, self.num_frames, size, size), torch.device("cpu"),
+                          f"num_frames={num_frames} at {size} px: one video")
         self.transform = transform
         self.on_error = _check_on_error(on_error)
         self.load_video = load_video or decode_frames

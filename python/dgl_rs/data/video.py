@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backbone.memory import refuse_beyond
 from ..util.errors import UsageError, VideoDecodeError
 from ..util.files import atomic_write
 
@@ -132,7 +133,10 @@ def decode_frames(path: PathLike, num_frames: int, train: bool = False,
         with _open(path) as container:
             if not container.streams.video:
                 raise VideoDecodeError(path, "no video stream")
-            total = _count_frames(container, container.streams.video[0])
+            stream = container.streams.video[0]
+            total = _count_frames(container, stream)
+            size = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+        refuse_beyond(num_frames * size * 3, torch.device("cpu"), f"num_frames={num_frames} of {path}")
         if total < 1:
             raise VideoDecodeError(path, "no video frames")
         wanted = sample_indices(total, num_frames, train, rng)
@@ -146,7 +150,7 @@ def decode_frames(path: PathLike, num_frames: int, train: bool = False,
             if len(frames) < num_frames:
                 raise VideoDecodeError(path, f"only {decoded} decodable frames, "
                                              f"frame count changed between passes")
-    except VideoDecodeError:
+    except (VideoDecodeError, UsageError):
         raise
     except (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError) as exc:
         raise VideoDecodeError(path, f"{type(exc).__name__}: {exc}") from exc

@@ -104,8 +104,9 @@ def load_method(path: PathLike, clip: nn.Module, **overrides: Any) -> nn.Module:
 
 
 def _recorded(source: Path):
-    """``(recorded, state_dict)``: what a checkpoint or the ``model.json`` beside a
-    prompts file says about the backbone and method (``{}`` when nothing)."""
+    """``(recorded, state_dict)``: what a checkpoint, or a prompts file (the backbone it
+    records) and the ``model.json`` beside it, say about the backbone and method (``{}``
+    when nothing)."""
     if ckpt.is_checkpoint(source):
         state_dict, state = ckpt.load_checkpoint(source)  # UsageError naming a damaged file
         try:
@@ -115,10 +116,11 @@ def _recorded(source: Path):
         except (KeyError, TypeError) as exc:
             raise UsageError(f"checkpoint {source} does not record its run ({exc!r} missing)") from exc
     try:
-        read_prompt_file(source)
+        meta, _ = read_prompt_file(source)
+        origin = json.loads(meta.get("origin") or "{}")
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    return runs.model_json(source), None
+        raise UsageError(f"{exc}") from exc
+    return {**origin, **runs.model_json(source)}, None
 
 
 def _build_for(source: Optional[Path], recorded: dict, state_dict, clip, num_frames, context_length):

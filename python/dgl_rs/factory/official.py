@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from . import build as factory
 from . import runs
-from ..backbone.loading import SYNTHETIC_TINY, create_clip, preprocess_cfg, state_shapes
+from ..backbone.loading import SYNTHETIC_TINY, create_clip, preprocess_cfg, set_origin, state_shapes
 from ..backbone.openclip import Backbone
 from ..backbone.text import tokenize
 from ..util.errors import UsageError
@@ -183,6 +183,7 @@ def _backbone(path, backbone: Dict[str, Tensor], device) -> Tuple[str, nn.Module
     except ValueError as exc:
         raise _refuse(path, str(exc)) from exc
     clip = create_clip(name)  # weights: the file's, below
+    set_origin(clip, name, PREFIX + os.path.abspath(path))
     clip.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in backbone.items()}, strict=True)
     return name, clip.to(device).eval()
 

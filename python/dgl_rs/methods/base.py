@@ -207,11 +207,13 @@ class PromptedCLIP(nn.Module):
         return self.backbone.signature()
 
     def save_prompts(self, path: str) -> None:
-        """Only the trained parameters plus the method, its options and the backbone's
-        shape, in safetensors (keys in a fixed order: the same model gives the same
-        bytes). Written atomically."""
+        """Only the trained parameters plus the method, its options, the backbone's shape
+        and (when known) the name and weights it was loaded from, in safetensors (keys in a
+        fixed order: the same model gives the same bytes). Written atomically."""
         meta = {"format": FORMAT, "method": self.method, "config": json.dumps(self.config, sort_keys=True),
                 "backbone": json.dumps(self.backbone_signature(), sort_keys=True)}
+        if self.backbone.origin:  # the CLIP's name and weights: the file alone rebuilds the model
+            meta["origin"] = json.dumps(self.backbone.origin, sort_keys=True)
         atomic_write_bytes(path, safetensors_bytes(self.prompt_state_dict(), meta))
 
     @classmethod

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from ..backbone.memory import check_memory
 from ..factory import checkpoints as ckpt
 from ..factory import runs
 from ..factory.build import build_method, load_backbone
@@ -78,12 +79,15 @@ def build_backbone(cfg: TrainConfig, device: torch.device):
 
 
 def build_model(cfg: TrainConfig, clip) -> torch.nn.Module:
-    """``--method`` with the options the flags set, around ``clip``."""
+    """``--method`` with the options the flags set, around ``clip``; a training batch of
+    ``--batch-size`` videos beyond the machine's memory is refused here, before any data."""
     try:
-        return build_method(clip, cfg.method, num_frames=cfg.num_frames, context_length=cfg.context_length,
-                            **method_options(cfg))
+        model = build_method(clip, cfg.method, num_frames=cfg.num_frames, context_length=cfg.context_length,
+                             **method_options(cfg))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--method {cfg.method}: {exc}") from exc
+    check_memory(model.backbone, model.config, cfg.batch_size, "--batch-size")
+    return model
 
 
 def make_train_loader(bundle: DataBundle, sampler: EpochBatchSampler, cfg: TrainConfig,

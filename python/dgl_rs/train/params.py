@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -158,10 +159,20 @@ BOUNDS = (
 
 def validate(cfg: TrainConfig) -> None:
     check_bounds(cfg, bounds=BOUNDS)
+    check_batch(cfg)
     check_data_root(cfg)
     check_val_split(cfg)
     if cfg.resume == "latest" and not cfg.name:
         raise UsageError("--resume latest needs --name (the run to continue)")
+
+
+def check_batch(cfg: TrainConfig) -> None:
+    """A contrastive step needs at least 2 pairs: the loss of one pair is exactly 0."""
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    pairs = cfg.batch_size * cfg.accum_steps * ranks
+    if pairs < 2:
+        raise UsageError(f"--batch-size {cfg.batch_size}: a contrastive step needs at least 2 pairs (batch-size x "
+                         f"accum-steps x ranks = {pairs}); the loss of one pair is 0 and trains nothing")
 
 
 def check_val_split(cfg: TrainConfig) -> None:

@@ -278,6 +278,7 @@ class EpochResult:
     samples_per_s: float
     skipped: int = 0
     losses: list = field(default_factory=list)
+    skipped_steps: int = 0  # steps left with fewer than 2 pairs
 
 
 def _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info: DistInfo,
@@ -308,14 +309,30 @@ def _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info:
     return value
 
 
-def _all_broken(batch, epoch: int, step: int, info: DistInfo) -> bool:
-    """True when every video of this local batch was broken (and skipped)."""
-    if not isinstance(batch, dict) or batch.get("batch_size", 1) != 0:
-        return False
+def _pairs(batch) -> int:
+    """Pairs in a collated local batch (broken videos already dropped)."""
+    if isinstance(batch, dict):
+        return int(batch.get("batch_size", batch["frames"].shape[0]))
+    return int(batch[0].shape[0])
+
+
+def _too_small(batch, epoch: int, step: int, info: DistInfo) -> bool:
+    """True when this step's global batch holds fewer than 2 pairs (broken videos were
+    skipped): a contrastive loss of one pair is exactly 0 and would train nothing, so the
+    step is skipped (the caller counts it). Every rank decides alike."""
+    local = _pairs(batch)
+    if info.distributed and any_rank(local == 0, info):
+        raise RuntimeError(f"every video of a rank's batch at epoch {epoch + 1} step {step} is broken; "
+                           "fix or drop them")
+    total = local
     if info.distributed:
-        raise RuntimeError(f"rank {info.rank}: every video of the batch at epoch "
-                           f"{epoch} step {step} is broken; fix or drop them")
-    log.warning("epoch %d step %d: every video of the batch is broken; step skipped", epoch + 1, step)
+        t = torch.tensor([float(local)], device=info.device)
+        torch.distributed.all_reduce(t)
+        total = int(t.item())
+    if total >= 2:
+        return False
+    log.warning("epoch %d step %d: %d pair(s) left after skipping broken videos (a contrastive step needs "
+                ">= 2); step skipped", epoch + 1, step, total)
     return True
 
 
@@ -348,13 +365,13 @@ def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, schedu
     bar = progress_bar(total=total, initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                        dynamic_ncols=True, leave=False, enabled=info.is_master and not cfg.no_progress)
     losses: list[float] = []
-    samples, skipped, interrupted = 0, 0, False
+    samples, skipped, small, interrupted = 0, 0, 0, False
     t_epoch, rate = time.perf_counter(), _Throughput()
     for batch in loader:
         skipped += int(batch.get("num_skipped", 0)) if isinstance(batch, dict) else 0
-        if _all_broken(batch, epoch, step, info):
+        if _too_small(batch, epoch, step, info):
             scheduler.step()
-            step, global_step = step + 1, global_step + 1
+            step, global_step, small = step + 1, global_step + 1, small + 1
             continue
         frames, tokens = split_batch(batch)
         if cfg.accum_steps == 1:  # else each micro-batch moves to the device when it is used
@@ -379,12 +396,14 @@ def train_one_epoch(model, loader, sampler: EpochBatchSampler, optimizer, schedu
         if save_step is not None and cfg.save_every and global_step % cfg.save_every == 0 and step < total:
             save_step(epoch, step)
     bar.close()
-    if skipped:
-        log.warning("epoch %d: skipped %d broken samples", epoch + 1, skipped)
+    if skipped or small:
+        log.warning("epoch %d: skipped %d broken samples; %d steps left with fewer than 2 pairs were skipped",
+                    epoch + 1, skipped, small)
     if not losses and step > sampler.start_step and not interrupted:
         raise UsageError(f"epoch {epoch + 1}: every training video was unreadable ({skipped} skipped, each "
                          "one named in the log): no step trained")
     return EpochResult(
         steps_done=step, global_step=global_step, interrupted=interrupted,
         mean_loss=float(np.mean(losses)) if losses else math.nan,
-        samples_per_s=samples / max(time.perf_counter() - t_epoch, 1e-9), skipped=skipped, losses=losses)
+        samples_per_s=samples / max(time.perf_counter() - t_epoch, 1e-9), skipped=skipped, losses=losses,
+        skipped_steps=small)
