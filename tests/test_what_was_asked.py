@@ -138,3 +138,10 @@ def test_load_prompts_of_another_methods_file_names_it_and_load_method(tmp_path,
     dgl_rs.build_method(clip, "vop-c", num_frames=4).save_prompts(str(tmp_path / "vop.safetensors"))
     with pytest.raises(ValueError, match=r"'vop-c' model, which dgl_rs.load_method\(path, clip\) rebuilds"):
         dgl_rs.DGL.load_prompts(tmp_path / "vop.safetensors", clip)
+
+
+def test_none_is_a_given_value_too(clip):
+    """`--generator none` (a legal value of `dgl`) reaches the model: no local prompts."""
+    cfg = parse_args(["--dataset", "synthetic", "--method", "dgl", "--generator", "none", "--num-global", "2"])
+    model = train_main.build_model(cfg, clip)
+    assert model.generator_name is None and model.generator is None and model.num_global == 2

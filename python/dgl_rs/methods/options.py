@@ -100,7 +100,7 @@ class Option:
         elif self.kind == "float":
             kw.update(type=float, metavar="X")
         elif self.kind == "choice":
-            kw.update(type=_none_or_str, choices=self.choices, metavar="{" + ",".join(map(_show, self.choices)) + "}")
+            kw.update(choices=[_show(c) for c in self.choices])
         elif self.kind == "pair":
             kw.update(type=int, nargs=2, metavar=("N_PRE", "N_POST"))
         else:
@@ -111,6 +111,8 @@ class Option:
         """A parsed flag value as the option takes it (``layers``: one word alone)."""
         if self.kind == "pair":
             return tuple(value)
+        if self.kind == "choice":
+            return None if value == "none" and None in self.choices else value
         if self.kind == "layers" and isinstance(value, str):
             return value
         if self.kind == "layers" and len(value) == 1 and isinstance(value[0], str):
@@ -122,10 +124,6 @@ class Option:
 
 def _show(choice: Any) -> str:
     return "none" if choice is None else str(choice)
-
-
-def _none_or_str(text: str) -> Optional[str]:
-    return None if text == "none" else text
 
 
 def _layer(text: str):

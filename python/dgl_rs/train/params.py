@@ -131,16 +131,18 @@ def method_options(cfg: TrainConfig) -> dict[str, Any]:
     settable = settable_options(cfg.method)
     out = {}
     for key, opt in METHOD_OPTIONS.items():
-        value = getattr(cfg, key)
-        if value is None or (key == "generator" and METHODS[cfg.method].pinned.get(key) == value):
+        if getattr(cfg, key) is None:
             continue
+        try:
+            value = opt.from_flag(getattr(cfg, key))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if key == "generator" and METHODS[cfg.method].pinned.get(key, ...) == value:
+            continue  # what resolve_method recorded
         if key not in settable:
             raise UsageError(f"{opt.flag} is not an option of --method {cfg.method} (its options: "
                              f"{', '.join(settable[k].flag for k in settable)})")
-        try:
-            out[key] = opt.from_flag(value)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+        out[key] = value
     return out
 
 
