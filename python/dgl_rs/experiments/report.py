@@ -59,6 +59,20 @@ def markdown_table(methods: dict[str, Any], seeds: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(methods: dict[str, Any]) -> str:
+    """The README's table: R@1 both ways on each split and the reversal accuracy, with the
+    cost columns (what ``summary.md`` holds; the README's demo table is this, tested)."""
+    head = ["method", "trainable", "lr", "s/step", "peak MiB"]
+    head += [f"{split} {d}" for split in SPLITS for d in ("t2v", "v2t")] + ["reversal %"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, e in methods.items():
+        cells = [name, f"{e['trainable']:,}", _optional(e["lr"], "g"), _optional(e["step_s"], ".2f"),
+                 _optional(e["peak_mib"], ".0f")]
+        cells += [f"{e[split][d]['R@1']:.1f}" for split in SPLITS for d in ("t2v", "v2t")]
+        lines.append("| " + " | ".join(cells + [f"{e['reversal']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
 def bar_chart(methods: dict[str, Any], path: Path) -> Optional[Path]:
     """t2v R@1 on each split and the reversal accuracy per method (matplotlib optional),
     drawn on a ``matplotlib.figure.Figure`` (no pyplot state) and written atomically."""
@@ -86,8 +100,10 @@ def bar_chart(methods: dict[str, Any], path: Path) -> Optional[Path]:
 
 
 def write_outputs(out: Path, doc: dict[str, Any], table: str) -> list[Path]:
-    """``benchmark.json``, ``benchmark.md`` and (with matplotlib) ``benchmark.png`` in ``out``."""
+    """``benchmark.json``, ``benchmark.md``, ``summary.md`` (:func:`summary_table`) and (with
+    matplotlib) ``benchmark.png`` in ``out``."""
     paths = [atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=2) + "\n"),
-             atomic_write_text(out / "benchmark.md", table + "\n")]
+             atomic_write_text(out / "benchmark.md", table + "\n"),
+             atomic_write_text(out / "summary.md", summary_table(doc["methods"]) + "\n")]
     png = bar_chart(doc["methods"], out / "benchmark.png")
     return paths + ([png] if png else [])
