@@ -54,6 +54,9 @@ DELEGATED = {
     "convert": (convert_main, "write a checkpoint released with the DGL paper as dgl-rs prompt + backbone files"),
 }
 
+#: The commands that take --on-broken (skip unreadable videos).
+ON_BROKEN = ("train", "eval", "encode")
+
 
 def add_methods_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model whose counts "
@@ -157,7 +160,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         message = _video_error(exc)
         if message is None:
             raise
-        return _fail(command, f"{message} (pass --on-broken skip to leave such videos out)")
+        hint = " (pass --on-broken skip to leave such videos out)" if command in ON_BROKEN else ""
+        return _fail(command, message + hint)
     except KeyboardInterrupt:
         print(f"dgl-rs {command}: interrupted", file=sys.stderr)
         return 130
