@@ -24,6 +24,7 @@ from ..backbone.loading import load_clip
 from ..backbone.memory import check_memory
 from ..methods import METHODS, method_name, read_prompt_file
 from ..util.errors import UsageError
+from ..util.files import check_readable
 from . import checkpoints as ckpt
 from . import runs
 from .runs import resolve_prompts_path
@@ -53,6 +54,8 @@ def load_backbone(model_name: str, pretrained: Optional[str], device="cpu"):
     search all see the same backbone."""
     if _source(pretrained, "backbone"):
         return _source(pretrained, "backbone")(model_name, device=device)
+    if isinstance(pretrained, str) and os.path.exists(pretrained) and (os.sep in pretrained or "." in pretrained):
+        check_readable(pretrained, "--pretrained")  # a folder or an unreadable file, named as such
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
