@@ -121,7 +121,7 @@ def test_clear_errors(tmp_path, capsys):
     assert main(["search", str(tmp_path), "a dog"]) == 2
     assert "not a video index" in capsys.readouterr().err
     assert main(["encode", str(tmp_path / "none"), "--zero-shot", "--out", str(tmp_path / "i")]) == 2
-    assert "no such directory" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err
     assert main(["eval", "--prompts", str(tmp_path / "p.safetensors"), "--dataset", "synthetic"]) == 2
     assert "no such file" in capsys.readouterr().err
 

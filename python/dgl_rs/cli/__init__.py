@@ -18,8 +18,9 @@ DGL paper directly.
 
 ``dgl-rs COMMAND --help`` lists every flag. ``main(argv)`` returns the exit status
 (tests call it directly). Usage errors (a missing dataset root, an unknown model, weights
-that cannot be fetched offline, a missing file) print one ``dgl-rs COMMAND: error: ...``
-line and exit with status 2, without a traceback.
+that cannot be fetched offline, a file that is missing, unreadable or of the wrong kind, a
+destination that cannot be written) print one ``dgl-rs COMMAND: error: ...`` line and exit
+with status 2, without a traceback; every destination is checked before the work starts.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ DELEGATED = {
     "explain": (explain_main, "draw where the global prompt looks in a video (PNG), with its similarity to a caption"),
     "convert": (convert_main, "write a checkpoint released with the DGL paper as dgl-rs prompt + backbone files"),
 }
+
+#: The commands that take --on-broken (skip unreadable videos).
+ON_BROKEN = ("train", "eval", "encode")
 
 
 def add_methods_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,8 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(command: str, message: str) -> int:
+    message = " ".join(message.splitlines())  # one line, whatever a library put in it
     print(f"dgl-rs {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _path_error(exc: OSError) -> str:
+    """A path that is not what it should be (missing, a folder, under a file, not
+    readable), as ``PATH: why``; our own messages are kept as they are."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror[:1].lower()}{exc.strerror[1:]}"
 
 
 def _video_error(exc: BaseException) -> Optional[str]:
@@ -141,13 +154,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return {"encode": encode_main, "search": search_main, "methods": methods_main}[args.command](args)
     except UsageError as exc:
         return _fail(command, str(exc))
-    except FileNotFoundError as exc:
-        return _fail(command, str(exc))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        return _fail(command, _path_error(exc))
     except Exception as exc:
         message = _video_error(exc)
         if message is None:
             raise
-        return _fail(command, f"{message} (pass --on-broken skip to leave such videos out)")
+        hint = " (pass --on-broken skip to leave such videos out)" if command in ON_BROKEN else ""
+        return _fail(command, message + hint)
     except KeyboardInterrupt:
         print(f"dgl-rs {command}: interrupted", file=sys.stderr)
         return 130

@@ -29,13 +29,18 @@ the report are :mod:`dgl_rs.experiments`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..experiments.entries import DEMO, ENTRIES
 from ..experiments.report import markdown_table, write_outputs
-from ..experiments.runner import run_benchmark
+from ..experiments.runner import run_benchmark, train_argv
+from ..factory.build import load_backbone
+from ..train.main import build_model
+from ..train.params import parse_args
+from ..util.files import check_writable
 from ..util.log import setup_logging
 
 
@@ -77,15 +82,43 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--lr-factors must be positive finite numbers, got {bad}")
 
 
+def check_runs(args: argparse.Namespace) -> None:
+    """What would stop every run, found before the first: an output folder that cannot be
+    written, weights that are not the tiny CLIP's, sizes beyond the machine (each method
+    is built on the tiny CLIP as its run would build it)."""
+    check_writable(args.output_dir, "--output-dir")
+    clip, _, _ = load_backbone("synthetic-tiny", args.pretrained)
+    for name in args.methods:
+        if ENTRIES[name][2] is None:  # not trained
+            continue
+        model = build_model(parse_args(train_argv(args, name, args.seeds[0], Path(args.output_dir))), clip)
+        model.freeze_backbone()
+        model.unpatch()
+
+
+def run_into(args: argparse.Namespace, out: Path) -> dict:
+    """:func:`run_benchmark` into the new folder ``out``; a failure that leaves it empty
+    removes the folders it made."""
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=False)
+    try:
+        return run_benchmark(args, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for folder in made:  # the deepest first; stops at one that is not empty
+                folder.rmdir()
+        raise
+
+
 def main(argv: Optional[Sequence[str]] = None, prog: str = "dgl-rs benchmark", default_methods=tuple(ENTRIES),
          defaults: Optional[dict] = None) -> int:
     parser = build_parser(prog, default_methods, defaults or {"videos": 512, "epochs": 10})
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging(None)
+    check_runs(args)
     out = Path(args.output_dir) / f"{prog.split()[-1]}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=False)
-    doc = run_benchmark(args, out)
+    doc = run_into(args, out)
     table = markdown_table(doc["methods"], args.seeds)
     paths = write_outputs(out, doc, table)
     print(f"\nsynthetic benchmark (frozen tiny CLIP; recalls in %, MnR 1-based; seeds {args.seeds}; "

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 from ..util.errors import UsageError
 from ..factory.official import PREFIX, convert_official
+from ..util.files import check_readable, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for flag, value in (("--num-frames", ns.num_frames), ("--context-length", ns.context_length)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
+    check_readable(ns.checkpoint, "PATH")
+    check_writable(ns.out, "OUT")  # before the checkpoint is read
     paths = convert_official(ns.checkpoint, ns.out, num_frames=ns.num_frames, context_length=ns.context_length,
                              overwrite=ns.overwrite)
     print(f"prompts:  {paths['prompts']}\nbackbone: {paths['backbone']}\nmodel:    {paths['model_json']}")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..backbone.memory import check_memory
 from ..util.errors import UsageError
 from ..factory.build import load_model
-from ..util.files import read_json
+from ..factory.official import PREFIX
+from ..factory.runs import resolve_prompts_path
+from ..util.files import check_writable, read_json
 from ..ops.metrics import format_table
 from ..services.config import RECIPES, EvalConfig, add_arguments, check_bounds, check_data_root
 from ..services.data import build_data
@@ -61,12 +64,15 @@ def _load(ns: argparse.Namespace, cfg: EvalConfig, device):
         context_length=recipe["context_length"] if ns.zero_shot else None)
 
 
-def _out_path(ns: argparse.Namespace, cfg: EvalConfig, meta: dict) -> Path:
+def _out_path(ns: argparse.Namespace, cfg: EvalConfig) -> Path:
+    """--out, else a name from the dataset beside the prompts (known before they load)."""
     if ns.out:
         return Path(ns.out)
     stem = f"eval-{cfg.dataset}" + (f"-{Path(cfg.eval_annotations).stem}" if cfg.eval_annotations else "")
+    if ns.prompts and ns.prompts.startswith(PREFIX):
+        return Path(os.path.abspath(ns.prompts[len(PREFIX):])).with_name(f"{stem}.json")
     if ns.prompts:
-        return Path(meta["prompts"]).with_name(f"{stem}.json")
+        return resolve_prompts_path(ns.prompts).with_name(f"{stem}.json")
     return Path(f"{stem}-zero-shot.json")
 
 
@@ -104,6 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     setup_logging(None)
+    out = check_writable(_out_path(ns, cfg), "--out")  # before any model loads
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     model, preprocess_cfg, meta = _load(ns, cfg, device)
@@ -111,7 +118,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg.num_frames = model.num_frames
     cfg.context_length = model.config["context_length"]
     config = {k: v for k, v in cfg.to_dict().items() if k in EVAL_FIELDS}
-    out = _out_path(ns, cfg, meta)
     check_results_target(out, config, meta, ns.overwrite)  # before the long part
     bundle = build_data(cfg, preprocess_cfg, train=False)
     results = evaluate_sets(model, bundle.evals, cfg, device, precision, bundle=bundle)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..util.errors import UsageError
-from ..services.explain import explain_video, plot_global_attention, save_figure
+from ..services.explain import explain_video, figure_format, plot_global_attention, save_figure
 from ..factory.build import load_model
 from ..services.device import resolve_device
+from ..util.files import check_readable, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("caption", metavar="CAPTION", help="the text to compare it with")
     p.add_argument("--prompts", required=True, help="a method with global prompts: prompts.safetensors, "
                    "a training checkpoint, a run folder, or official:PATH (a released DGL checkpoint)")
-    p.add_argument("--out", required=True, help="image to write (PNG; another suffix picks matplotlib's format)")
+    p.add_argument("--out", required=True, help="image to write (PNG; another suffix picks matplotlib's format); "
+                   "an existing file only with --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the file already at --out")
     p.add_argument("--layer", type=int, default=-1, help="visual block whose attention to show (default -1: "
                    "the last)")
     p.add_argument("--query", default="0", help="global prompt: its index (default 0, whose output is the "
@@ -42,15 +46,28 @@ def _query(text: str):
         raise UsageError(f"--query must be an int or 'mean', got {text!r}") from None
 
 
+def check_figure_target(out: str, overwrite: bool) -> None:
+    """--out: a format matplotlib writes, a new file (an existing one with ``overwrite``,
+    never a folder) in a folder we may write; checked before any model loads."""
+    if importlib.util.find_spec("matplotlib") is None:  # the optional `plot` extra
+        raise UsageError("explain draws with matplotlib: pip install 'dgl-rs[plot]' (or matplotlib)")
+    figure_format(out)
+    if Path(out).is_dir():
+        raise UsageError(f"--out {out}: a folder, not a file")
+    if Path(out).exists() and not overwrite:
+        raise UsageError(f"--out {out}: exists; pass --overwrite to replace it")
+    check_writable(out, "--out")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ns = build_parser().parse_args(argv)
-    if not Path(ns.video).is_file():
-        raise UsageError(f"VIDEO {ns.video}: no such file")
+    check_readable(ns.video, "VIDEO")
     if not ns.caption.strip():
         raise UsageError("CAPTION is empty")
     if ns.dpi < 1:
         raise UsageError(f"--dpi must be >= 1, got {ns.dpi}")
     query = _query(ns.query)
+    check_figure_target(ns.out, ns.overwrite)
     device = resolve_device(ns.device)
     model, preprocess_cfg, _ = load_model(ns.prompts, model_name=ns.model, pretrained=ns.pretrained, device=device)
     if not hasattr(model, "global_attention") or not getattr(model, "num_global", 0):

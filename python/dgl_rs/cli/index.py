@@ -10,6 +10,7 @@ from pathlib import Path
 from ..backbone.memory import check_memory
 from ..util.errors import UsageError
 from ..factory.build import load_model
+from ..util.files import check_readable, check_writable
 from ..services.index import check_index_target, encode_folder, load_index, save_index, search
 from ..services.device import resolve_device
 
@@ -49,13 +50,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def encode_main(args: argparse.Namespace) -> int:
-    if not Path(args.video_dir).is_dir():
-        raise UsageError(f"VIDEO_DIR {args.video_dir}: no such directory")
+    check_readable(args.video_dir, "VIDEO_DIR", folder=True)
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
     if args.num_frames is not None and args.num_frames < 1:
         raise UsageError(f"--num-frames must be >= 1, got {args.num_frames}")
     check_index_target(args.out, args.overwrite)
+    check_writable(args.out, "--out")  # before any model loads
     device = resolve_device(args.device)
     model_name, pretrained = args.model, args.pretrained
     model, preprocess_cfg, meta = load_model(args.prompts, model_name=model_name,

@@ -41,12 +41,16 @@ class VideoRecord(NamedTuple):
 # ------------------------------------------------------------------------ helpers
 def _require_dir(path: PathLike, what: str) -> Path:
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise FileNotFoundError(f"{what} {str(p)!r} is a file, not a folder")
     if not p.is_dir():
         raise FileNotFoundError(f"{what} not found: {str(p)!r} (expected a directory)")
     return p
 
 
 def _require_file(path: Path, what: str) -> Path:
+    if path.is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {str(path)!r}")
     return path

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..services.device import resolve_device, resolve_precision
+from ..util.errors import UsageError
 from ..services.evaluate import evaluate_sets
 from ..factory.build import load_model
 from ..services.data import build_data
@@ -59,11 +60,10 @@ _CHILD = ("import json, resource, sys; from dgl_rs.cli import main; rc = main(sy
 def train_in_child(argv: list[str]) -> float:
     """Run `dgl-rs train argv` in a fresh process; its peak RSS in MiB."""
     proc = subprocess.run([sys.executable, "-c", _CHILD, "train", *argv], stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"dgl-rs benchmark: training failed: dgl-rs train {' '.join(argv)}")
-    done = json.loads(proc.stdout.strip().splitlines()[-1])
-    if done["rc"] != 0:
-        raise SystemExit(done["rc"])
+    lines = proc.stdout.strip().splitlines()
+    done = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"rc": proc.returncode or 1}
+    if done["rc"] != 0:  # its own error is on stderr above
+        raise UsageError(f"a run failed (exit status {done['rc']}, its error above): dgl-rs train {' '.join(argv)}")
     return done["peak_mib"]
 
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from ..backbone.loading import load_clip
 from ..backbone.memory import check_memory
 from ..methods import METHODS, method_name, read_prompt_file
 from ..util.errors import UsageError
+from ..util.files import check_readable
 from . import checkpoints as ckpt
 from . import runs
 from .runs import resolve_prompts_path
@@ -51,15 +54,28 @@ def load_backbone(model_name: str, pretrained: Optional[str], device="cpu"):
     search all see the same backbone."""
     if _source(pretrained, "backbone"):
         return _source(pretrained, "backbone")(model_name, device=device)
+    if isinstance(pretrained, str) and os.path.exists(pretrained) and (os.sep in pretrained or "." in pretrained):
+        check_readable(pretrained, "--pretrained")  # a folder or an unreadable file, named as such
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return load_clip(model_name, pretrained, device=device, precision="fp32")
     except UsageError:
         raise
-    except (ValueError, RuntimeError, OSError, KeyError) as exc:
-        raise UsageError(f"cannot load backbone --model {model_name} --pretrained "
-                         f"{pretrained}: {exc}") from exc
+    except (ValueError, RuntimeError, OSError, KeyError, pickle.UnpicklingError, EOFError, SafetensorError) as exc:
+        raise _backbone_error(model_name, pretrained, exc) from exc
+
+
+def _backbone_error(model_name: str, pretrained, exc: Exception) -> UsageError:
+    """Why a backbone did not load, as one line naming the weights: a file that is not a
+    checkpoint of this model's weights says so."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (pickle.UnpicklingError, EOFError, SafetensorError)):
+        return UsageError(f"--pretrained {pretrained}: not a checkpoint of {model_name} weights ({type(exc).__name__})")
+    if text.startswith("Error(s) in loading state_dict"):  # the keys of another model: hundreds of them
+        return UsageError(f"--pretrained {pretrained}: not a checkpoint of {model_name} weights "
+                          f"({text[:200]} ...)")
+    return UsageError(f"cannot load backbone --model {model_name} --pretrained {pretrained}: {text}")
 
 
 def method_spec(name: str):

@@ -202,7 +202,13 @@ def _build(path, sd: Dict[str, Tensor], device, num_frames=None, context_length=
     try:
         cfg = official_config(prompts, width, layers, num_frames, context_length, view.context_length)
         state = prompt_state(prompts, cfg["method"], layers)
+    except (ValueError, TypeError) as exc:
+        raise _refuse(path, str(exc)) from exc
+    try:  # sizes the caller asked for (--num-frames, --context-length) may be the fault here
         model = factory.build_method(clip, cfg["method"], **cfg["options"])
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{path}: cannot build its {cfg['method']} model: {exc}") from exc
+    try:
         model.load_prompt_state_dict(state)
     except (ValueError, TypeError) as exc:
         raise _refuse(path, str(exc)) from exc

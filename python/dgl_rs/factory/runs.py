@@ -21,7 +21,8 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-from ..util.files import atomic_write_text, is_temp, read_json
+from ..util.errors import UsageError
+from ..util.files import atomic_write_text, check_readable, is_temp, read_json
 from . import checkpoints as ckpt
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -58,9 +59,7 @@ def resolve_prompts_path(path: PathLike) -> Path:
         if not found:
             raise FileNotFoundError(f"--prompts {p}: no {PROMPTS} or checkpoint in it")
         return found[-1]
-    if not p.is_file():
-        raise FileNotFoundError(f"--prompts {p}: no such file")
-    return p
+    return check_readable(p, "--prompts")
 
 
 def resolve_resume(resume: str, checkpoint_dir: PathLike) -> Optional[Path]:
@@ -76,8 +75,10 @@ def resolve_resume(resume: str, checkpoint_dir: PathLike) -> Optional[Path]:
         if not found:
             raise FileNotFoundError(f"--resume: no checkpoint in {path}")
         return ckpt.newest_intact(found)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: {path} does not exist")
+    check_readable(path, "--resume")
+    if not ckpt.is_checkpoint(path):  # before the run folder is opened
+        raise UsageError(f"--resume {path}: not a dgl-rs training checkpoint (checkpoints/step_*.safetensors "
+                         "of a run)")
     return path
 
 

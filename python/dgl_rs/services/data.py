@@ -16,6 +16,7 @@ from ..data import collate_skip
 from ..data.synthetic import SyntheticVideoDataset
 from ..data.video import VideoTransform
 from ..util.errors import UsageError
+from ..util.files import check_readable
 from ..backbone.text import tokenize
 from .config import EvalConfig
 
@@ -43,17 +44,15 @@ VAL_SPLITS = {"vatex": "val", "lsmdc": "val", "msvd": "val", "didemo": "val"}
 
 
 def _folder_annotations(root: Path, given: Optional[str], stem: str) -> Path:
+    flag = {"train": "--train-annotations", "val": "--val-annotations"}.get(stem, "--eval-annotations")
     if given:
         path = Path(given)
-        if not path.is_file() and (root / path).is_file():
+        if not path.exists() and (root / path).exists():
             path = root / path
-        if not path.is_file():
-            raise UsageError(f"annotation file {given} not found")
-        return path
+        return check_readable(path, flag)
     for ext in (".csv", ".jsonl"):
         if (root / f"{stem}{ext}").is_file():
             return root / f"{stem}{ext}"
-    flag = {"train": "--train-annotations", "val": "--val-annotations"}.get(stem, "--eval-annotations")
     raise UsageError(f"--dataset folder: no {stem}.csv or {stem}.jsonl in {root}; pass {flag} "
                      "(a CSV with columns video,caption or a JSONL of {video, caption})")
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..nn.attention_maps import GlobalAttentionMap
 from ..data.video import OPENAI_MEAN, OPENAI_STD, VideoTransform, decode_frames
+from ..util.errors import UsageError
 from ..util.files import atomic_write_bytes
 from ..backbone.text import tokenize
 
@@ -94,10 +95,35 @@ def _draw_bars(ax, mass: np.ndarray, on_global: float, top: float) -> None:
     ax.tick_params(labelsize=7)
 
 
-def save_figure(fig, path: Union[str, "os.PathLike[str]"], dpi: int = 150) -> str:
-    """Write ``fig`` as an image (format from the suffix, PNG by default), atomically."""
-    buf = io.BytesIO()
+#: The formats matplotlib 3 writes (with Pillow), for when it is not installed to ask.
+FIGURE_FORMATS = ("eps", "jpeg", "jpg", "pdf", "pgf", "png", "ps", "raw", "rgba", "svg", "svgz", "tif", "tiff",
+                  "webp")
+#: The most pixels a saved figure may have (512 MiB of RGBA): a larger one is a typo in the dpi.
+MAX_PIXELS = 2**27
+
+
+def figure_format(path: Union[str, "os.PathLike[str]"]) -> str:
+    """The image format of ``path`` from its suffix (PNG without one); a suffix matplotlib
+    cannot write is a :class:`UsageError` naming those it can (checked before any work)."""
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    try:
+        formats = sorted(_matplotlib()().canvas.get_supported_filetypes())
+    except ImportError:
+        formats = list(FIGURE_FORMATS)
+    if fmt not in formats:
+        raise UsageError(f"{path}: matplotlib cannot write .{fmt} images; name it .png or .{', .'.join(formats)}")
+    return fmt
+
+
+def save_figure(fig, path: Union[str, "os.PathLike[str]"], dpi: int = 150) -> str:
+    """Write ``fig`` as an image (format from the suffix, PNG by default), atomically; a
+    suffix matplotlib cannot write or an image over :data:`MAX_PIXELS` is a :class:`UsageError`."""
+    fmt = figure_format(path)
+    width, height = (int(v) for v in fig.get_size_inches() * dpi)
+    if width * height > MAX_PIXELS:
+        raise UsageError(f"dpi {dpi} makes a {width:,} x {height:,} pixel image, over {MAX_PIXELS:,} pixels; "
+                         "lower --dpi")
+    buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     return str(atomic_write_bytes(path, buf.getvalue()))
 

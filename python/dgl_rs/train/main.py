@@ -30,7 +30,7 @@ from ..backbone.memory import check_memory
 from ..factory import checkpoints as ckpt
 from ..factory import runs
 from ..factory.build import build_method, load_backbone
-from ..util.files import atomic_write_text, remove_stale_temps
+from ..util.files import atomic_write_text, check_writable, remove_stale_temps
 from ..methods import METHODS
 from ..services.data import DataBundle, build_data
 from ..services.device import resolve_precision
@@ -179,7 +179,7 @@ def _run_dir(cfg: TrainConfig) -> tuple[Path, Optional[Path]]:
     if cfg.name is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         cfg.name = broadcast_object(f"{stamp}-{cfg.dataset}-{cfg.method}")
-    run_dir = Path(cfg.output_dir) / cfg.name
+    run_dir = check_writable(Path(cfg.output_dir) / cfg.name, "--output-dir/--name")
     ckpt_dir = run_dir / runs.CHECKPOINTS
     resume_path = runs.resolve_resume(cfg.resume, ckpt_dir) if cfg.resume else None
     if resume_path is None and ckpt.list_checkpoints(ckpt_dir):

@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..backbone.loading import OPEN_CLIP_VERSION, SYNTHETIC_TINY, load_clip
+from ..backbone.memory import machine_memory
 from ..backbone.openclip import Backbone
 from ..data import VideoTransform, sample_stills
-from ..util.files import atomic_write, atomic_write_text
+from ..util.errors import UsageError
+from ..util.files import atomic_write, atomic_write_text, check_writable
 from ..nn.losses import symmetric_infonce
 from ..util.progress import progress_bar
 from ..services.device import resolve_device
@@ -40,6 +42,8 @@ from .optim import param_groups
 from .scheduler import warmup_cosine_lr
 
 log = logging.getLogger("dgl_rs.pretrain")
+#: Bytes of one rendered still (64 x 64 RGB, uint8): what --pool-size and --eval-samples cost.
+STILL_BYTES = 64 * 64 * 3
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -76,12 +80,38 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--warmup must be in [0, 1)")
     if not (math.isfinite(args.lr) and args.lr > 0) or not (math.isfinite(args.wd) and args.wd >= 0):
         p.error("--lr must be finite and > 0, --wd finite and >= 0")
+    _check_sizes(p, args)
+    _check_out(p, args)
+    return args
+
+
+def _check_sizes(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A batch drawn from the pool, and stills that fit in memory (they are rendered first)."""
+    if args.batch_size > args.pool_size:
+        p.error(f"--batch-size {args.batch_size} is more than the --pool-size {args.pool_size} stills "
+                "a step draws from")
+    have = machine_memory(torch.device("cpu"))
+    for flag, count in (("--pool-size", args.pool_size), ("--eval-samples", args.eval_samples)):
+        if have is not None and count * STILL_BYTES > have:
+            p.error(f"{flag} {count}: the stills alone need {count * STILL_BYTES / 2**30:,.1f} GiB, more than "
+                    f"the {have / 2**30:,.1f} GiB of memory here")
+
+
+def _check_out(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--out and its .json: new files (or replaced with --overwrite) in a folder we may write."""
     if not str(args.out).endswith(".safetensors"):
         p.error("--out must end with .safetensors")
-    existing = [f for f in (Path(args.out), Path(args.out).with_suffix(".json")) if f.exists()]
+    targets = (Path(args.out), Path(args.out).with_suffix(".json"))
+    folders = [f for f in targets if f.is_dir()]
+    if folders:
+        p.error(f"--out: {folders[0]} is a folder, not a file")
+    existing = [f for f in targets if f.exists()]
     if existing and not args.overwrite:
         p.error(f"--out: {existing[0]} exists; pass --overwrite to replace it")
-    return args
+    try:
+        check_writable(args.out, "--out")
+    except UsageError as exc:
+        p.error(str(exc))
 
 
 def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, np.ndarray]:

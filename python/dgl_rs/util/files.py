@@ -96,6 +96,38 @@ def remove_stale_temps(folder: PathLike) -> list[Path]:
     return stale
 
 
+def check_writable(path: PathLike, flag: str) -> Path:
+    """``path`` can be written, checked before any work: the folder it goes in (``path``
+    itself when it is a folder; else the first of its parents that exists) is a folder
+    this process may write. Else a :class:`UsageError` naming ``flag``, ``path`` and why;
+    whether ``path`` may be replaced is the caller's business."""
+    path = Path(path)
+    here = path.absolute()
+    if not here.is_dir():
+        here = here.parent
+        while not here.exists() and here != here.parent:
+            here = here.parent
+    if not here.is_dir():
+        raise UsageError(f"{flag} {path}: cannot be created, {here} is a file, not a folder")
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {here} (permission denied)")
+    return path
+
+
+def check_readable(path: PathLike, flag: str, folder: bool = False) -> Path:
+    """``path`` is an existing file (a folder with ``folder``) this process may read; else
+    a :class:`UsageError` naming ``flag``, ``path`` and what it is not."""
+    path = Path(path)
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such {kind}")
+    if path.is_dir() != folder:
+        raise UsageError(f"{flag} {path}: a {other}, not a {kind}")
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        raise UsageError(f"{flag} {path}: not readable (permission denied)")
+    return path
+
+
 def read_text(path: PathLike) -> str:
     """The UTF-8 text of ``path``; bytes that are not UTF-8 are a :class:`UsageError`
     naming the file and line (a BOM is dropped)."""
