@@ -1,0 +1,23 @@
+"""The README's figures are what the commands print: the demo table is `summary.md` of the
+`make demo` run whose JSON is committed as docs/demo-benchmark.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dgl_rs.experiments.report import summary_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_table(first_row: str) -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_row))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    return "\n".join(lines[start:end])
+
+
+def test_the_demo_table_is_the_demo_runs_summary():
+    doc = json.loads((ROOT / "docs" / "demo-benchmark.json").read_text())
+    assert readme_table("| method | trainable | lr | s/step | peak MiB | static t2v |") == summary_table(doc["methods"])
