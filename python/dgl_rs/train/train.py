@@ -312,7 +312,7 @@ def _optimizer_step(model, params, optimizer, scaler, frames, tokens, cfg, info:
 def _pairs(batch) -> int:
     """Pairs in a collated local batch (broken videos already dropped)."""
     if isinstance(batch, dict):
-        return int(batch.get("batch_size", batch["frames"].shape[0]))
+        return int(batch["batch_size"]) if "batch_size" in batch else int(batch["frames"].shape[0])
     return int(batch[0].shape[0])
 
 
