@@ -65,3 +65,44 @@ def test_compiled_model_has_no_graph_break_at_the_op():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     got.sum().backward()
     assert model.global_prompts.grad is not None
+
+
+STEP_METHODS = {"dgl-linear": dict(num_global=2, num_frame_prompts=2, num_text_prompts=(2, 2)),
+                "dgl-transformer": dict(num_global=2, num_frame_prompts=2, num_text_prompts=(2, 2)),
+                "vop": dict(num_frame_prompts=2, num_text_prompts=(2, 2)),
+                "vpt": dict(num_frame_prompts=2)}
+
+
+def _step_setup(method):
+    clip = tiny_clip(torch.float32)
+    torch.manual_seed(0)
+    model = dgl_rs.build_method(clip, method, num_frames=3, context_length=12, **STEP_METHODS[method])
+    frames = frames_for(clip, dtype=torch.float32)
+    tokens = dgl_rs.tokenize(CAPTIONS[:2], context_length=12)
+    return model, frames, tokens
+
+
+def _loss(model, frames, tokens):
+    return dgl_rs.symmetric_infonce(model(frames, tokens))
+
+
+@pytest.mark.parametrize("method", sorted(STEP_METHODS))
+def test_a_whole_training_step_has_no_graph_break(method):
+    """Both towers, the prompt generators (custom ops too), the loss: one graph."""
+    model, frames, tokens = _step_setup(method)
+    explain = torch._dynamo.explain(_loss)(model, frames, tokens)
+    assert explain.graph_break_count == 0, [str(r) for r in explain.break_reasons]
+
+
+@pytest.mark.parametrize("method", sorted(STEP_METHODS))
+def test_a_compiled_training_step_equals_eager_with_gradients(method):
+    model, frames, tokens = _step_setup(method)
+    params = model.trainable_parameters()
+    want = _loss(model, frames, tokens)
+    want_grads = torch.autograd.grad(want, params)
+    compiled = torch.compile(_loss, fullgraph=True, backend="aot_eager")
+    got = compiled(model, frames, tokens)
+    got_grads = torch.autograd.grad(got, params)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for name, a, b in zip([n for n, _ in model.named_trainable_parameters()], got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)

@@ -346,3 +346,21 @@ def test_bad_inputs():
     tr.num_frames = 2
     with pytest.raises(ValueError, match="frame positions"):
         tr.encode_video(frames_for(tr.clip, b=1, t=2))
+
+
+def test_prompt_custom_ops_gradcheck_in_float64():
+    """The generators' custom ops (native forward, the reference's vjp as backward) against
+    finite differences, every input."""
+    from dgl_rs.ops.prompts import linear_prompts, transformer_prompts
+
+    torch.manual_seed(0)
+    d = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    assert torch.autograd.gradcheck(lambda *a: linear_prompts(*a, 3), (d(2, 2, 4), d(3, 4), d(3), d(3, 4), d(3)))
+    gen = TransformerPromptGenerator(2, 2, 1, (1, 1), 4, 3, 2).double()
+    block, mlp = gen.block.tensors(), [p for p in gen.text_mlp.parameters()]
+
+    def run(table, *rest):
+        return transformer_prompts(table, list(rest[:12]), list(rest[12:]), 2, 2, 2, 2)
+
+    inputs = [gen.table.detach().clone().requires_grad_()] + [t.detach().clone().requires_grad_() for t in block + mlp]
+    assert torch.autograd.gradcheck(run, tuple(inputs))
