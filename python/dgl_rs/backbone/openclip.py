@@ -17,6 +17,7 @@ loudly here rather than computing something else.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -333,10 +334,13 @@ class Backbone:
         ``(B, S, D)`` under a boolean ``(S, S)`` mask (True: may attend)."""
         return masked_attention(h, self.attention_weights(i), mask)
 
-    def run_visual(self, x: Tensor, attention: VideoAttention, hooks: Hooks = NO_HOOKS) -> Tensor:
-        """Every visual block over the packed video ``x`` ``(B, G + T*L, D_v)``, batch first."""
+    def run_visual(self, x: Tensor, attention: VideoAttention, hooks: Hooks = NO_HOOKS,
+                   checkpoint: bool = False) -> Tensor:
+        """Every visual block over the packed video ``x`` ``(B, G + T*L, D_v)``, batch first;
+        ``checkpoint``: each block recomputed in the backward instead of saving its
+        activations (:func:`_run_blocks`)."""
         own = lambda i: lambda h: self.visual_attention(i, h, attention)  # noqa: E731
-        return _run_blocks(self.visual.transformer, x, hooks, own_attention=own)
+        return _run_blocks(self.visual.transformer, x, hooks, own_attention=own, checkpoint=checkpoint)
 
     # ---- text tower
     def embed_text(self, tokens: Tensor) -> Tensor:
@@ -344,9 +348,9 @@ class Backbone:
         x = self.text.token_embedding(tokens)
         return x + self.text.positional_embedding[:tokens.shape[1]].to(x.dtype)
 
-    def run_text(self, x: Tensor, attn_mask: Tensor, hooks: Hooks = NO_HOOKS) -> Tensor:
+    def run_text(self, x: Tensor, attn_mask: Tensor, hooks: Hooks = NO_HOOKS, checkpoint: bool = False) -> Tensor:
         """Every text block over ``x`` ``(B, S, D_t)`` under ``attn_mask`` (additive ``(S, S)``)."""
-        return _run_blocks(self.text.transformer, x, hooks, attn_mask=attn_mask)
+        return _run_blocks(self.text.transformer, x, hooks, attn_mask=attn_mask, checkpoint=checkpoint)
 
     def pool_text(self, x: Tensor, eot_pos: Tensor) -> Tensor:
         """``ln_final``, the token at ``eot_pos`` of each row, the text projection: ``(B, D_out)``."""
@@ -373,9 +377,12 @@ class Backbone:
 
 
 def _run_blocks(transformer: nn.Module, x: Tensor, hooks: Hooks, attn_mask: Optional[Tensor] = None,
-                own_attention=None) -> Tensor:
+                own_attention=None, checkpoint: bool = False) -> Tensor:
     """Every block of ``transformer`` over batch-first ``x`` with ``hooks``; a block's
-    attention is the hook's replacement, else ``own_attention(i)``, else the block's own."""
+    attention is the hook's replacement, else ``own_attention(i)``, else the block's own.
+    With ``checkpoint`` (and a graph being recorded) each block, the ``before`` hook aside,
+    keeps only its input for the backward and is run again there (activation
+    checkpointing, non-reentrant: frozen or trainable weights, custom ops, autocast)."""
     first = batch_first(transformer)
     for i, blk in enumerate(transformer.resblocks):
         if hooks.before is not None:
@@ -384,7 +391,11 @@ def _run_blocks(transformer: nn.Module, x: Tensor, hooks: Hooks, attn_mask: Opti
         if attn is None and own_attention is not None:
             attn = own_attention(i)
         post = hooks.post_attention(i) if hooks.post_attention is not None else None
-        x = run_block(blk, x, first, attn_mask=attn_mask, post_attention=post, attention=attn)
+        step = functools.partial(run_block, blk, first=first, attn_mask=attn_mask, post_attention=post, attention=attn)
+        if checkpoint and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(step, x, use_reentrant=False)
+        else:
+            x = step(x)
     return x
 
 

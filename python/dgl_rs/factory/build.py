@@ -84,11 +84,14 @@ def method_spec(name: str):
     return METHODS[name]
 
 
-def build_method(clip: nn.Module, method: str, num_frames: int = 12, **options: Any) -> nn.Module:
+def build_method(clip: nn.Module, method: str, num_frames: int = 12, checkpoint_blocks: bool = False,
+                 **options: Any) -> nn.Module:
     """A method around ``clip`` (frozen, except for ``full-finetune``).
 
     ``options`` are the method class's options (``dgl-rs methods --options NAME``) the
-    method does not pin; passing a pinned one with another value is a ``ValueError`` naming it."""
+    method does not pin; passing a pinned one with another value is a ``ValueError`` naming it.
+    ``checkpoint_blocks``: recompute each backbone block in the backward (activation
+    checkpointing: the activations of one block at a time instead of all of them)."""
     spec = method_spec(method)
     declared = spec.cls.options()
     unknown = sorted(set(options) - set(declared))
@@ -98,7 +101,7 @@ def build_method(clip: nn.Module, method: str, num_frames: int = 12, **options: 
         if key in spec.pinned and _normal(value) != _normal(spec.pinned[key]):
             raise ValueError(f"method {method!r} fixes `{key}` to {spec.pinned[key]!r}; got {value!r}")
     kwargs = {**spec.defaults, **options, **spec.pinned, "num_frames": num_frames}
-    model = spec.cls(clip, **kwargs)
+    model = spec.cls(clip, checkpoint_blocks=checkpoint_blocks, **kwargs)
     model._method = method
     return model
 

@@ -55,8 +55,14 @@ class PromptedCLIP(nn.Module):
         super().__init_subclass__(**kwargs)
         cls.__signature__ = _signature(cls)
 
-    def __init__(self, clip_model: nn.Module, **options: Any) -> None:
+    def __init__(self, clip_model: nn.Module, checkpoint_blocks: bool = False, **options: Any) -> None:
         super().__init__()
+        if not isinstance(checkpoint_blocks, bool):
+            raise TypeError(f"`checkpoint_blocks` must be a bool, got {checkpoint_blocks!r}")
+        #: Recompute each backbone block in the backward instead of saving its activations
+        #: (less memory for one more forward of the blocks). How to run, not what the model
+        #: is: not an option, not saved; set it on a built model too.
+        self.checkpoint_blocks = checkpoint_blocks
         backbone = Backbone(clip_model)
         values = self.resolve_options(options, backbone)
         check_memory(backbone, values)  # before any allocation: a typo must not OOM the machine
@@ -276,7 +282,7 @@ class PromptedCLIP(nn.Module):
         hooks = Hooks(before=lambda i, x: self._before_block(i, x, frame_prompts, b, t, L),
                       post_attention=lambda i: self._post_attention("visual", i),
                       attention=lambda i: self._attention_override(i, b, t, L))
-        x = self.backbone.run_visual(x, self._video_attention(t), hooks)
+        x = self.backbone.run_visual(x, self._video_attention(t), hooks, checkpoint=self.checkpoint_blocks)
         return self._pool(x, b, t, L)
 
     def _video_attention(self, t: int) -> VideoAttention:
@@ -340,7 +346,8 @@ class PromptedCLIP(nn.Module):
         s = x.shape[1]
         mask = torch.full((s, s), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
         hooks = Hooks(before=before, post_attention=lambda i: self._post_attention("text", i))
-        return self.backbone.pool_text(self.backbone.run_text(x, mask, hooks), eot_pos)
+        x = self.backbone.run_text(x, mask, hooks, checkpoint=self.checkpoint_blocks)
+        return self.backbone.pool_text(x, eot_pos)
 
     # ---- both ------------------------------------------------------------------------
     def forward(self, frames: Tensor, token_ids: Tensor) -> Tensor:
@@ -359,7 +366,8 @@ def _json(opt: Option, value: Any) -> Any:
 
 def _signature(cls) -> inspect.Signature:
     """``cls(clip_model, *, option=default, ...)`` for help() and editors."""
-    params = [inspect.Parameter("clip_model", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params = [inspect.Parameter("clip_model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("checkpoint_blocks", inspect.Parameter.KEYWORD_ONLY, default=False)]
     params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o.default)
                for n, o in class_options(cls).items()]
     return inspect.Signature(params)

@@ -83,7 +83,7 @@ def build_model(cfg: TrainConfig, clip) -> torch.nn.Module:
     ``--batch-size`` videos beyond the machine's memory is refused here, before any data."""
     try:
         model = build_method(clip, cfg.method, num_frames=cfg.num_frames, context_length=cfg.context_length,
-                             **method_options(cfg))
+                             checkpoint_blocks=cfg.checkpoint_blocks, **method_options(cfg))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--method {cfg.method}: {exc}") from exc
     check_memory(model.backbone, model.config, cfg.batch_size, "--batch-size")

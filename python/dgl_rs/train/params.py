@@ -63,6 +63,10 @@ class _TrainFields(EvalConfig):
     warmup: float = flag_field("linear warm-up: a fraction of all steps if < 1, else a step count",
                        0.1, type=float)
     grad_clip: float = flag_field("clip the global gradient norm to this (0 = off)", 1.0, type=float)
+    checkpoint_blocks: bool = flag_field(
+        "activation checkpointing: recompute each backbone block in the backward instead of keeping its "
+        "activations (one more forward of the blocks, most of a step's memory saved; gradients unchanged)",
+        False, action="store_true")
     seed: int = flag_field("random seed (prompt init, shuffle order, frame sampling)", 0, type=int)
     # evaluation
     eval_every: int = flag_field("evaluate every N epochs (and after the last; 0 = only after the last)",
