@@ -11,7 +11,7 @@ import torch
 import dgl_rs
 from dgl_rs.train.params import parse_args
 
-from test_model import CAPTIONS, frames_for, tiny_clip
+from test_model import step_loss, tiny_step
 
 #: A method of each kind: generators, VoP's context and exchange hooks, ST-Adapters,
 #: a temporal head, the whole CLIP trained.
@@ -24,17 +24,10 @@ KINDS = {"dgl-linear": dict(num_global=2, num_frame_prompts=2, num_text_prompts=
 
 
 def _step(method, checkpoint, dtype=torch.float64):
-    clip = tiny_clip(dtype)
-    torch.manual_seed(0)
-    model = dgl_rs.build_method(clip, method, num_frames=3, context_length=12, checkpoint_blocks=checkpoint,
-                                **KINDS[method])
-    frames = frames_for(clip, dtype=dtype)
-    tokens = dgl_rs.tokenize(CAPTIONS[:2], context_length=12)
-    return model, frames, tokens
+    return tiny_step(method, KINDS[method], dtype, checkpoint_blocks=checkpoint)
 
 
-def _loss(model, frames, tokens):
-    return dgl_rs.symmetric_infonce(model(frames, tokens))
+_loss = step_loss
 
 
 @pytest.mark.parametrize("method", sorted(KINDS))

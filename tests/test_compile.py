@@ -10,7 +10,7 @@ import torch
 import dgl_rs
 from dgl_rs import GlobalLocalAttention
 
-from test_model import CAPTIONS, frames_for, tiny_clip
+from test_model import CAPTIONS, frames_for, step_loss, tiny_clip, tiny_step
 
 
 
@@ -74,16 +74,10 @@ STEP_METHODS = {"dgl-linear": dict(num_global=2, num_frame_prompts=2, num_text_p
 
 
 def _step_setup(method):
-    clip = tiny_clip(torch.float32)
-    torch.manual_seed(0)
-    model = dgl_rs.build_method(clip, method, num_frames=3, context_length=12, **STEP_METHODS[method])
-    frames = frames_for(clip, dtype=torch.float32)
-    tokens = dgl_rs.tokenize(CAPTIONS[:2], context_length=12)
-    return model, frames, tokens
+    return tiny_step(method, STEP_METHODS[method], torch.float32)
 
 
-def _loss(model, frames, tokens):
-    return dgl_rs.symmetric_infonce(model(frames, tokens))
+_loss = step_loss
 
 
 @pytest.mark.parametrize("method", sorted(STEP_METHODS))

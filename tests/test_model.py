@@ -36,6 +36,19 @@ def frames_for(clip, b=2, t=3, dtype=torch.float64):
     return torch.randn(b, t, 3, s, s, dtype=dtype)
 
 
+def tiny_step(method, options, dtype=torch.float64, **build):
+    """``(model, frames, tokens)`` of ``method`` on the tiny CLIP, T=3, context 12: one
+    training step's inputs (``build``: more keywords of ``build_method``)."""
+    clip = tiny_clip(dtype)
+    torch.manual_seed(0)
+    model = dgl_rs.build_method(clip, method, num_frames=3, context_length=12, **build, **options)
+    return model, frames_for(clip, dtype=dtype), dgl_rs.tokenize(CAPTIONS[:2], context_length=12)
+
+
+def step_loss(model, frames, tokens):
+    return dgl_rs.symmetric_infonce(model(frames, tokens))
+
+
 # ---- prompt generators (Rust) vs their plain-PyTorch math -------------------------------
 
 @pytest.mark.parametrize("gen", ["linear", "transformer"])

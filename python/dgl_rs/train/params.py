@@ -17,8 +17,8 @@ from typing import Any, Optional, Sequence
 from ..util.errors import UsageError
 from ..factory.build import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..methods import METHODS, Option, settable_options
-from ..services.config import (BOUNDS as DATA_BOUNDS, DATASETS, PRECISIONS, RECIPES, EvalConfig, flag_field,  # noqa: F401
-                               add_arguments, check_bounds, check_data_root)
+from ..services.config import (BOUNDS as DATA_BOUNDS, RECIPES, EvalConfig, add_arguments, check_bounds,
+                               check_data_root, flag_field)
 
 
 #: --generator picks the default --method dgl-GENERATOR among these.
