@@ -5,9 +5,10 @@ run: "fused at floor" = floor time / step time).
 A training step = forward + backward of both towers of a patched ViT-B-32-quickgelu
 (random weights: no download), prompts trainable, backbone frozen, symmetric InfoNCE,
 B videos x T frames. "naive" is the same model built the way the released code
-computes it: the visual attention as two calls of the block's nn.MultiheadAttention
-(local with G repeated per frame, global over everything) and the prompts generated
-once PER SAMPLE (B generator passes whose results all stay in the graph).
+computes it (:func:`dgl_rs.methods.released.released_way`): the visual attention as two
+calls of the block's nn.MultiheadAttention (local with G repeated per frame, global over
+everything) and the prompts generated once PER SAMPLE (B generator passes whose results
+all stay in the graph).
 
 Each configuration runs in its own process; the peak memory is the peak RSS during
 the steps minus the RSS before them (CPU), or torch.cuda.max_memory_allocated (CUDA).
@@ -30,8 +31,6 @@ import time
 
 import torch
 
-from dgl_rs import GlobalLocalAttention
-from dgl_rs.ops.reference import naive_global_local_attention
 
 
 def rss_mb() -> float:
@@ -39,34 +38,16 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-class NaiveGlobalLocalAttention(GlobalLocalAttention):
-    """The released code's attention: two calls of the same nn.MultiheadAttention (the
-    model's own GlobalLocalAttention modules get this class, so the model still
-    configures them at every forward)."""
-
-    def forward(self, q, k=None, v=None, need_weights=False, attn_mask=None):
-        return naive_global_local_attention(self.to_mha(), q, self.num_global, self.num_frames), None
-
-
 def build(generator, naive, device, batch):
     import open_clip
 
     import dgl_rs
+    from dgl_rs.methods.released import released_way
 
     torch.manual_seed(0)
     clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).to(device)
     model = dgl_rs.DGL(clip, num_frames=12, generator=generator)
-    if naive:
-        for blk in clip.visual.transformer.resblocks:
-            blk.attn.__class__ = NaiveGlobalLocalAttention
-        gen = model.generate_prompts
-
-        def per_sample(num_frames=None):
-            outs = [gen(num_frames) for _ in range(batch)]  # once per sample, all kept in the graph
-            return tuple(torch.stack(o).mean(0) for o in zip(*outs))
-
-        model.generate_prompts = per_sample
-    return model
+    return released_way(model, batch) if naive else model
 
 
 def matmul_gflops(device, n=2048, reps=5) -> float:
@@ -84,23 +65,13 @@ def matmul_gflops(device, n=2048, reps=5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def attention_flops(model, batch) -> int:
-    """Matmul FLOPs of the fused op's scaled-dot-product kernels in one step (FlopCounterMode
-    does not see inside the CPU flash kernel): forward QK^T and PV of the local and global
-    attentions, the backward's recomputation, and its four gradient matmuls."""
-    v = model.clip.visual
-    d, t, g = v.transformer.width, model.num_frames, model.num_global
-    L = 1 + model.num_frame_prompts + (v.image_size[0] // v.patch_size[0]) ** 2
-    fwd = 4 * batch * d * (t * L * (g + L) + g * (g + t * L))
-    return len(v.transformer.resblocks) * fwd * (1 + 1 + 2)
+def step_flops(model, step) -> int:
+    """FLOPs of one step, dgl-rs's custom ops and the CPU flash kernels included."""
+    from dgl_rs.ops.flops import flop_counter
 
-
-def step_flops(model, step, batch) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         step(model)
-    return counter.get_total_flops() + attention_flops(model, batch)
+    return counter.get_total_flops()
 
 
 def one_config(args):
@@ -144,7 +115,7 @@ def one_config(args):
     for name in times:
         result[f"{name}_s"] = statistics.median(times[name])
     result["trainable"] = model.num_trainable()
-    result["gflop"] = step_flops(model, step, args.batch) / 1e9
+    result["gflop"] = step_flops(model, step) / 1e9
     result["matmul_gflops"] = matmul_gflops(device)
     result["floor_s"] = result["gflop"] / result["matmul_gflops"]
     return result

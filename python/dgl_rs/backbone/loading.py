@@ -154,10 +154,15 @@ def create_clip(model_name: str, device: Union[str, torch.device] = "cpu") -> to
     return model.to(device).eval()
 
 
-def state_shapes(model_name: str) -> dict[str, tuple]:
-    """The ``state_dict`` shapes of an open_clip model, built on the meta device (no memory)."""
+def meta_clip(model_name: str) -> torch.nn.Module:
+    """An open_clip model built on the meta device: shapes and dtypes, no memory."""
     if model_name == SYNTHETIC_TINY:
         register_synthetic_tiny()
+    _check_model_name(model_name)
     with torch.device("meta"), _quiet():
-        model = open_clip.create_model(model_name, device="meta")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        return open_clip.create_model(model_name, device="meta")
+
+
+def state_shapes(model_name: str) -> dict[str, tuple]:
+    """The ``state_dict`` shapes of an open_clip model, built on the meta device (no memory)."""
+    return {k: tuple(v.shape) for k, v in meta_clip(model_name).state_dict().items()}

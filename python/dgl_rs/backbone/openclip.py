@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.attention import GlobalLocalAttention
@@ -146,6 +147,44 @@ def run_block(block: nn.Module, x: Tensor, first: bool, attn_mask: Optional[Tens
     if post_attention is not None:
         a = post_attention(a)
     x = x + block.ls_1(a)
+    return x + block.ls_2(run_mlp(block.mlp, block.ln_2(x)))
+
+
+def _rows_of(x: Tensor, rows: Tensor) -> Tensor:
+    """Row ``rows[b]`` of each sample of batch-first ``x``: ``(B, 1, D)``."""
+    return x[torch.arange(x.shape[0], device=x.device), rows].unsqueeze(1)
+
+
+def _plain_attention(block: nn.Module) -> bool:
+    """The block's attention is an ``nn.MultiheadAttention`` with one packed projection."""
+    mha = getattr(block, "attn", None)
+    return isinstance(mha, nn.MultiheadAttention) and mha._qkv_same_embed_dim
+
+
+def row_attention(mha: nn.MultiheadAttention, h: Tensor, rows: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    """``mha``'s self-attention over batch-first ``h`` ``(B, S, D)`` for the query at row
+    ``rows[b]`` of each sample only: ``(B, 1, D)``. Keys and values are every row's;
+    ``attn_mask`` (additive ``(S, S)``) contributes its ``rows`` rows."""
+    b, s, d = h.shape
+    w, bias = mha.in_proj_weight, mha.in_proj_bias
+    q = F.linear(_rows_of(h, rows), w[:d], None if bias is None else bias[:d])
+    k, v = F.linear(h, w[d:], None if bias is None else bias[d:]).chunk(2, dim=-1)
+    heads = lambda z: z.reshape(b, z.shape[1], mha.num_heads, d // mha.num_heads).transpose(1, 2)  # noqa: E731
+    mask = None if attn_mask is None else attn_mask.to(h.dtype)[rows][:, None, None, :]
+    a = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
+    return mha.out_proj(a.transpose(1, 2).reshape(b, 1, d))
+
+
+def run_block_rows(block: nn.Module, x: Tensor, rows: Tensor, attn_mask: Optional[Tensor] = None,
+                   post_attention: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+    """:func:`run_block` for the outputs at row ``rows[b]`` of each sample only
+    (``(B, 1, D)``): every row's keys and values, the query, output projection and MLP
+    of the rows that are read. Exact: a block's output at a row depends on the other rows
+    only through their keys and values."""
+    a = row_attention(block.attn, block.ln_1(x), rows, attn_mask)
+    if post_attention is not None:
+        a = post_attention(a)
+    x = _rows_of(x, rows) + block.ls_1(a)
     return x + block.ls_2(run_mlp(block.mlp, block.ln_2(x)))
 
 
@@ -322,6 +361,11 @@ class Backbone:
         a = self.visual.transformer.resblocks[i].attn
         return a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias, a.num_heads
 
+    def block_attention(self, i: int) -> nn.Module:
+        """Visual block i's own attention module (an ``nn.MultiheadAttention``), for code
+        that calls it the way open_clip does (the released DGL code's two-call attention)."""
+        return self.visual.transformer.resblocks[i].attn
+
     def visual_attention(self, i: int, h: Tensor, attention: VideoAttention, need_weights: bool = False):
         """Visual block i's attention weights applied to the normalised packed video ``h``
         as the fused global-local op (``(out, weights)`` with ``need_weights``)."""
@@ -335,12 +379,23 @@ class Backbone:
         return masked_attention(h, self.attention_weights(i), mask)
 
     def run_visual(self, x: Tensor, attention: VideoAttention, hooks: Hooks = NO_HOOKS,
-                   checkpoint: bool = False) -> Tensor:
+                   checkpoint: bool = False, read_global: Optional[int] = None) -> Tensor:
         """Every visual block over the packed video ``x`` ``(B, G + T*L, D_v)``, batch first;
         ``checkpoint``: each block recomputed in the backward instead of saving its
-        activations (:func:`_run_blocks`)."""
+        activations (:func:`_run_blocks`). ``read_global=j``: only global token j is read
+        after the last block, which computes just it (a global token attends to every
+        token unless ``mode`` is ``"local"``) -> ``(B, 1, D_v)``."""
         own = lambda i: lambda h: self.visual_attention(i, h, attention)  # noqa: E731
-        return _run_blocks(self.visual.transformer, x, hooks, own_attention=own, checkpoint=checkpoint)
+        rows = None
+        if read_global is not None:
+            if not 0 <= read_global < attention.num_global:
+                raise ValueError(f"`read_global` must index one of the {attention.num_global} global tokens, "
+                                 f"got {read_global!r}")
+            rows = torch.full((x.shape[0],), read_global, dtype=torch.long, device=x.device)
+            if attention.mode == "local":  # its global tokens average per-frame attentions
+                return _run_blocks(self.visual.transformer, x, hooks, own_attention=own,
+                                   checkpoint=checkpoint)[:, read_global:read_global + 1]
+        return _run_blocks(self.visual.transformer, x, hooks, own_attention=own, checkpoint=checkpoint, rows=rows)
 
     # ---- text tower
     def embed_text(self, tokens: Tensor) -> Tensor:
@@ -348,13 +403,18 @@ class Backbone:
         x = self.text.token_embedding(tokens)
         return x + self.text.positional_embedding[:tokens.shape[1]].to(x.dtype)
 
-    def run_text(self, x: Tensor, attn_mask: Tensor, hooks: Hooks = NO_HOOKS, checkpoint: bool = False) -> Tensor:
-        """Every text block over ``x`` ``(B, S, D_t)`` under ``attn_mask`` (additive ``(S, S)``)."""
-        return _run_blocks(self.text.transformer, x, hooks, attn_mask=attn_mask, checkpoint=checkpoint)
+    def run_text(self, x: Tensor, attn_mask: Tensor, hooks: Hooks = NO_HOOKS, checkpoint: bool = False,
+                 eot_pos: Optional[Tensor] = None) -> Tensor:
+        """Every text block over ``x`` ``(B, S, D_t)`` under ``attn_mask`` (additive ``(S, S)``);
+        with ``eot_pos`` ``(B,)`` the last block computes only the EOT token it reads ->
+        ``(B, 1, D_t)``."""
+        return _run_blocks(self.text.transformer, x, hooks, attn_mask=attn_mask, checkpoint=checkpoint, rows=eot_pos)
 
-    def pool_text(self, x: Tensor, eot_pos: Tensor) -> Tensor:
-        """``ln_final``, the token at ``eot_pos`` of each row, the text projection: ``(B, D_out)``."""
-        pooled = self.text.ln_final(x)[torch.arange(x.shape[0], device=x.device), eot_pos]
+    def pool_text(self, x: Tensor, eot_pos: Optional[Tensor] = None) -> Tensor:
+        """``ln_final``, the token at ``eot_pos`` of each row (``None``: ``x`` is ``(B, 1, D_t)``,
+        that token already), the text projection: ``(B, D_out)``."""
+        x = x[:, 0] if eot_pos is None else x[torch.arange(x.shape[0], device=x.device), eot_pos]
+        pooled = self.text.ln_final(x)
         proj = self.text.text_projection
         if proj is None:
             return pooled
@@ -377,26 +437,35 @@ class Backbone:
 
 
 def _run_blocks(transformer: nn.Module, x: Tensor, hooks: Hooks, attn_mask: Optional[Tensor] = None,
-                own_attention=None, checkpoint: bool = False) -> Tensor:
+                own_attention=None, checkpoint: bool = False, rows: Optional[Tensor] = None) -> Tensor:
     """Every block of ``transformer`` over batch-first ``x`` with ``hooks``; a block's
     attention is the hook's replacement, else ``own_attention(i)``, else the block's own.
     With ``checkpoint`` (and a graph being recorded) each block, the ``before`` hook aside,
     keeps only its input for the backward and is run again there (activation
-    checkpointing, non-reentrant: frozen or trainable weights, custom ops, autocast)."""
+    checkpointing, non-reentrant: frozen or trainable weights, custom ops, autocast).
+    ``rows`` ``(B,)``: only row ``rows[b]`` of each sample is read after the last block,
+    which then computes just those (:func:`run_block_rows`; the caller vouches that the
+    block's own attention is plain self-attention at those rows) -> ``(B, 1, D)``."""
     first = batch_first(transformer)
+    last = len(transformer.resblocks) - 1
     for i, blk in enumerate(transformer.resblocks):
         if hooks.before is not None:
             x = hooks.before(i, x)
         attn = hooks.attention(i) if hooks.attention is not None else None
-        if attn is None and own_attention is not None:
-            attn = own_attention(i)
         post = hooks.post_attention(i) if hooks.post_attention is not None else None
-        step = functools.partial(run_block, blk, first=first, attn_mask=attn_mask, post_attention=post, attention=attn)
+        if i == last and rows is not None and attn is None and _plain_attention(blk):
+            step = functools.partial(run_block_rows, blk, rows=rows, attn_mask=attn_mask, post_attention=post)
+            rows = None  # done
+        else:
+            if attn is None and own_attention is not None:
+                attn = own_attention(i)
+            step = functools.partial(run_block, blk, first=first, attn_mask=attn_mask, post_attention=post,
+                                     attention=attn)
         if checkpoint and torch.is_grad_enabled():
             x = torch.utils.checkpoint.checkpoint(step, x, use_reentrant=False)
         else:
             x = step(x)
-    return x
+    return x if rows is None else _rows_of(x, rows)
 
 
 def masked_attention(h: Tensor, weights: tuple, mask: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ Subcommands::
     dgl-rs demo [--videos N --epochs E --num-frames T]
     dgl-rs benchmark [--methods all] [--seeds 0 1 2]
     dgl-rs methods [--model NAME --num-frames T]
+    dgl-rs estimate --methods M [M ...] [--model NAME --batch-size B --num-frames T --precision P]
     dgl-rs explain VIDEO "caption" --prompts P --out fig.png
     dgl-rs convert RELEASED_CKPT OUT.safetensors
 
@@ -38,6 +39,7 @@ from ..train.pretrain import main as pretrain_main
 from .benchmark import demo_main
 from .benchmark import main as benchmark_main
 from .convert import main as convert_main
+from .estimate import main as estimate_main
 from .eval import main as eval_main
 from .explain import main as explain_main
 from .index import add_encode_arguments, add_search_arguments, encode_main, search_main
@@ -50,6 +52,8 @@ DELEGATED = {
     "demo": (demo_main, "synthetic benchmark, ~10 min on 2 cores: zero-shot meanP and 6 methods, one table"),
     "benchmark": (benchmark_main, "synthetic benchmark of any methods (--methods all) and seeds: one table, "
                   "JSON, Markdown, bar chart"),
+    "estimate": (estimate_main, "peak memory by category, FLOPs and time of one training step at any scale, "
+                 "counted on fake tensors (no GPU needed)"),
     "explain": (explain_main, "draw where the global prompt looks in a video (PNG), with its similarity to a caption"),
     "convert": (convert_main, "write a checkpoint released with the DGL paper as dgl-rs prompt + backbone files"),
 }

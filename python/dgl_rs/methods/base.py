@@ -282,8 +282,14 @@ class PromptedCLIP(nn.Module):
         hooks = Hooks(before=lambda i, x: self._before_block(i, x, frame_prompts, b, t, L),
                       post_attention=lambda i: self._post_attention("visual", i),
                       attention=lambda i: self._attention_override(i, b, t, L))
-        x = self.backbone.run_visual(x, self._video_attention(t), hooks, checkpoint=self.checkpoint_blocks)
+        x = self.backbone.run_visual(x, self._video_attention(t), hooks, checkpoint=self.checkpoint_blocks,
+                                     read_global=self._read_global())
         return self._pool(x, b, t, L)
+
+    def _read_global(self) -> Optional[int]:
+        """The one global token :meth:`_pool` reads of the last block's output (it is then
+        the only one computed there), or None: the pool reads more."""
+        return None
 
     def _video_attention(self, t: int) -> VideoAttention:
         return VideoAttention(self.num_global, t)
@@ -346,8 +352,8 @@ class PromptedCLIP(nn.Module):
         s = x.shape[1]
         mask = torch.full((s, s), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
         hooks = Hooks(before=before, post_attention=lambda i: self._post_attention("text", i))
-        x = self.backbone.run_text(x, mask, hooks, checkpoint=self.checkpoint_blocks)
-        return self.backbone.pool_text(x, eot_pos)
+        x = self.backbone.run_text(x, mask, hooks, checkpoint=self.checkpoint_blocks, eot_pos=eot_pos)
+        return self.backbone.pool_text(x)  # the last block computed the EOT token only
 
     # ---- both ------------------------------------------------------------------------
     def forward(self, frames: Tensor, token_ids: Tensor) -> Tensor:

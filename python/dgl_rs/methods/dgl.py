@@ -143,8 +143,12 @@ class DGL(DeepPrompts):
             return y
         return record
 
+    def _read_global(self) -> Optional[int]:
+        return 0 if self.pool == "global" else None
+
     def _pool(self, x: Tensor, b: int, t: int, L: int) -> Tensor:
-        """The video embedding from the last layer's packed sequence (Table 3a)."""
+        """The video embedding from the last layer's packed sequence (Table 3a); with
+        ``pool="global"`` ``x`` is the first global token alone, ``(B, 1, D)``."""
         g = self.num_global
         if self.pool == "global":
             return self.backbone.project_visual(x[:, 0])
