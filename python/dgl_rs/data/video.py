@@ -5,13 +5,13 @@ frame per segment for training; videos shorter than T repeat frames; short side 
 to the model's image size, centre crop, CLIP mean/std.
 
 Tensors: decoded frames are uint8 ``(frames, H, W, 3)`` (RGB), or ``(frames, S, S, 3)``
-when the decoder scales them (``size``); transformed frames are float32 ``(frames, 3, S, S)``.
+resized in uint8 (``size``); transformed frames are float32 ``(frames, 3, S, S)``.
 
 Decoding reads the packet index once (demuxing, no decoding), then decodes only what the
 wanted frames need: from the keyframe before a wanted frame when that keyframe lies past
 what was decoded so far (a seek), else onward; frames no other frame references are not
-decoded at all unless wanted (``skip_frame``), and only the wanted frames are scaled
-(``size``: in the decoder's scaler, before the RGB conversion) and converted.
+decoded at all unless wanted (``skip_frame``), and only the wanted frames are converted to
+RGB (then resized in uint8 with ``size``).
 """
 
 from __future__ import annotations
@@ -101,21 +101,27 @@ def centre_crop(x, size: int, h_dim: int, w_dim: int):
     return x[tuple(index)]
 
 
-def _converter(size: Optional[int]):
-    """av.VideoFrame -> uint8 RGB (H, W, 3); with ``size``, scaled by the decoder's
-    scaler (bicubic; short side ``size``) before the conversion, then centre-cropped."""
-    if size is None:
-        return lambda frame: frame.to_ndarray(format="rgb24")
-
-    def convert(frame) -> np.ndarray:
-        nh, nw = scaled_size(frame.height, frame.width, size)
-        rgb = frame.to_ndarray(width=nw, height=nh, format="rgb24", interpolation="BICUBIC")
-        return np.ascontiguousarray(centre_crop(rgb, size, 0, 1))
-
-    return convert
+def _to_rgb(frame) -> np.ndarray:
+    """av.VideoFrame -> uint8 RGB (H, W, 3) at its own size (swscale's SIMD conversion)."""
+    return frame.to_ndarray(format="rgb24")
 
 
-def _decode_picked(path: str, wanted: np.ndarray, convert=None) -> tuple[list, int]:
+def resize_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (frames, H, W, 3) -> uint8 (frames, size, size, 3): short side to ``size``
+    (bicubic, antialiased: torch's uint8 kernel, equal to :class:`VideoTransform`'s float
+    resize up to rounding), centre crop. Measured faster than scaling in the decoder's
+    swscale before the RGB conversion, which also differs by 1-9 grey levels (chroma
+    scaled at half resolution); see the README, "Frame cache"."""
+    h, w = frames.shape[1:3]
+    if min(h, w) != size:
+        x = frames.permute(0, 3, 1, 2)
+        x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=scaled_size(h, w, size),
+                          mode="bicubic", antialias=True, align_corners=False)
+        frames = x.permute(0, 2, 3, 1)
+    return centre_crop(frames, size, 1, 2).contiguous()
+
+
+def _decode_picked(path: str, wanted: np.ndarray, convert=_to_rgb) -> tuple[list, int]:
     """One sequential decoding pass that converts only the wanted frames to RGB.
 
     Returns the (H, W, 3) arrays found, in the order of ``wanted``, and how many frames
@@ -124,7 +130,6 @@ def _decode_picked(path: str, wanted: np.ndarray, convert=None) -> tuple[list, i
     before any frame decodes propagates. The fallback of :func:`_decode_seeking`.
     """
     av = _av()
-    convert = convert or _converter(None)
     last = int(wanted.max())
     want = set(int(w) for w in wanted)
     got: dict[int, np.ndarray] = {}
@@ -215,14 +220,14 @@ def _decode_seeking(path: str, num_frames: int, train: bool, rng, convert) -> Op
     return [got[t] for t in targets] if all(t in got for t in targets) else None
 
 
-def _probe(path: str, num_frames: int, size: Optional[int]) -> int:
+def _probe(path: str, num_frames: int) -> int:
     """The container's frame count, after refusing a request beyond the machine's memory."""
     with _open(path) as container:
         if not container.streams.video:
             raise VideoDecodeError(path, "no video stream")
         stream = container.streams.video[0]
         total = _count_frames(container, stream)
-        pixels = size * size if size else (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+        pixels = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
     refuse_beyond(num_frames * pixels * 3, torch.device("cpu"), f"num_frames={num_frames} of {path}")
     if total < 1:
         raise VideoDecodeError(path, "no video frames")
@@ -274,8 +279,8 @@ def _readable(path: PathLike) -> str:
 def decode_frames(path: PathLike, num_frames: int, train: bool = False,
                   rng: Optional[np.random.Generator] = None, size: Optional[int] = None) -> torch.Tensor:
     """Decode ``num_frames`` RGB frames of a video file: uint8 (frames, H, W, 3), or
-    (frames, size, size, 3) with ``size`` (short side scaled to ``size`` in the decoder,
-    bicubic, before the RGB conversion; centre crop).
+    (frames, size, size, 3) with ``size`` (:func:`resize_crop`: short side to ``size``,
+    centre crop).
 
     Frames are picked by :func:`sample_indices` over the video's frames (segment centres
     when ``train`` is False, a random frame per segment otherwise, drawn from ``rng``).
@@ -293,16 +298,16 @@ def decode_frames(path: PathLike, num_frames: int, train: bool = False,
     if size is not None and int(size) < 1:
         raise ValueError(f"size must be >= 1 (pixels), got {size}")
     path = _readable(path)
-    convert = _converter(size)
     with _decode_errors(path):
-        total = _probe(path, num_frames, size)
+        total = _probe(path, num_frames)
         state = rng.bit_generator.state if rng is not None else None
-        frames = _decode_seeking(path, num_frames, train, rng, convert)
+        frames = _decode_seeking(path, num_frames, train, rng, _to_rgb)
         if frames is None:
             if rng is not None:  # the same draw as the seeking pass made
                 rng.bit_generator.state = state
-            frames = _decode_sequential(path, num_frames, train, rng, total, convert)
-    return _stacked(path, frames)
+            frames = _decode_sequential(path, num_frames, train, rng, total, _to_rgb)
+    out = _stacked(path, frames)
+    return out if size is None else resize_crop(out, int(size))
 
 
 def fps_picks(times: np.ndarray, duration: float, fps: float) -> np.ndarray:
@@ -321,6 +326,8 @@ def _frame_seconds(stream) -> float:
 
 
 def _decode_at_fps_seeking(path: str, fps: float, convert) -> Optional[list]:
+    """The frames of :func:`decode_at_fps` by :func:`decode_targets`; None when the packet
+    index is unusable or a frame does not decode (then one sequential pass)."""
     av = _av()
     try:
         with _open(path) as container:
@@ -328,9 +335,9 @@ def _decode_at_fps_seeking(path: str, fps: float, convert) -> Optional[list]:
             index = PacketIndex(container, stream)
             if not index.usable:
                 return None
+            times = (np.asarray(index.pts, dtype=np.float64) - index.pts[0]) * float(stream.time_base)
             # the last frame lasts as long as the typical one (the rate PyAV reports after
             # demuxing is not reliable)
-            times = (np.asarray(index.pts, dtype=np.float64) - index.pts[0]) * float(stream.time_base)
             last = float(np.median(np.diff(times))) if len(times) > 1 else _frame_seconds(stream)
             picks = fps_picks(times, times[-1] + last, fps)
             targets = [index.pts[int(i)] for i in picks]
@@ -358,7 +365,7 @@ def _decode_at_fps_sequential(path: str, fps: float, total: int, convert) -> lis
 
 def decode_at_fps(path: PathLike, fps: float, size: int) -> torch.Tensor:
     """Every frame of a video resampled at ``fps`` (see :func:`fps_picks`), short side
-    scaled to ``size`` in the decoder, centre crop: uint8 (frames, size, size, 3). What
+    scaled to ``size``, centre crop (:func:`resize_crop`): uint8 (frames, size, size, 3). What
     ``dgl-rs prepare`` stores. Raises :class:`VideoDecodeError` (with the path) as
     :func:`decode_frames` does."""
     if not (fps > 0 and math.isfinite(fps)):
@@ -366,9 +373,12 @@ def decode_at_fps(path: PathLike, fps: float, size: int) -> torch.Tensor:
     if int(size) < 1:
         raise ValueError(f"size must be >= 1 (pixels), got {size}")
     path = _readable(path)
-    convert = _converter(int(size))
+
+    def convert(frame) -> np.ndarray:  # one at a time: only the small frames are kept
+        return resize_crop(torch.from_numpy(_to_rgb(frame))[None], int(size))[0].numpy()
+
     with _decode_errors(path):
-        total = _probe(path, 1, size)
+        total = _probe(path, 1)
         frames = _decode_at_fps_seeking(path, fps, convert)
         if frames is None:
             frames = _decode_at_fps_sequential(path, fps, total, convert)
@@ -467,11 +477,7 @@ class VideoTransform:
     def _resized(self, frames: torch.Tensor) -> torch.Tensor:
         """float32 (frames, 3, S, S) in [0, 255]: short side resized to S (skipped when it
         already is S, as frames decoded with ``size=S`` are), centre crop."""
-        if not isinstance(frames, torch.Tensor):
-            frames = torch.as_tensor(np.asarray(frames))
-        if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be uint8 (frames, H, W, 3), got {frames.dtype} "
-                             f"{tuple(frames.shape)}")
+        frames = _uint8_frames(frames)
         s = self.image_size
         x = frames.permute(0, 3, 1, 2).float()
         h, w = x.shape[-2:]
@@ -481,13 +487,18 @@ class VideoTransform:
         return centre_crop(x, s, 2, 3)
 
     def resize_crop(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (frames, H, W, 3) -> uint8 (frames, S, S, 3), resized and cropped as
-        :meth:`__call__` does (rounded when it resizes), not normalised: what a loader
-        ships when the normalisation runs on the device (:func:`normalize_frames`)."""
-        s = self.image_size
-        if isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8 and min(frames.shape[1:3]) == s:
-            return centre_crop(frames, s, 1, 2).contiguous()
-        return self._resized(frames).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        """uint8 (frames, H, W, 3) -> uint8 (frames, S, S, 3), resized (uint8 kernel, equal to
+        :meth:`__call__`'s float resize up to rounding) and cropped, not normalised: what a
+        loader ships when the normalisation runs on the device (:func:`normalize_frames`)."""
+        return resize_crop(_uint8_frames(frames), self.image_size)
+
+
+def _uint8_frames(frames) -> torch.Tensor:
+    if not isinstance(frames, torch.Tensor):
+        frames = torch.as_tensor(np.asarray(frames))
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (frames, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    return frames
 
 
 def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
