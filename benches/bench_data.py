@@ -31,6 +31,7 @@ B=1, T=12, times 128) at a stated device throughput (default: an H100 SXM at 40%
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import math
 import os
@@ -169,7 +170,8 @@ def build_cache(videos: list, tmp: Path) -> tuple[Path, dict]:
     for i, (_, path) in enumerate(videos):
         (src / f"{i}.mp4").symlink_to(path)
     t = time.process_time()
-    assert main(["prepare", str(src), "--out", str(tmp / "cache"), "--workers", "0", "--no-progress"]) == 0
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the table
+        assert main(["prepare", str(src), "--out", str(tmp / "cache"), "--workers", "0", "--no-progress"]) == 0
     prep = time.process_time() - t
     meta = FrameCache(tmp / "cache").meta
     frames = sum(s["frames"] for s in meta["shards"])
