@@ -109,7 +109,7 @@ def _to_rgb(frame) -> np.ndarray:
 def resize_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (frames, H, W, 3) -> uint8 (frames, size, size, 3): short side to ``size``
     (bicubic, antialiased: torch's uint8 kernel, equal to :class:`VideoTransform`'s float
-    resize up to rounding), centre crop. Measured faster than scaling in the decoder's
+    resize up to rounding), centre crop. Measured as fast or faster than scaling in the decoder's
     swscale before the RGB conversion, which also differs by 1-9 grey levels (chroma
     scaled at half resolution); see the README, "Frame cache"."""
     h, w = frames.shape[1:3]

@@ -94,7 +94,7 @@ def video_source(cache_path: Optional[str], transform: VideoTransform, data_root
     """How a dataset gets its frames: ``{"transform", "load_video"}`` for
     :class:`~dgl_rs.data.EvalSet` / :class:`~dgl_rs.data.TrainPairs`. From a frame cache
     (``cache_path``): uint8 frames, normalised on the device by the model; else decoded at
-    the model's size (scaled in the decoder) and normalised here."""
+    the model's size (only the sampled frames converted and resized, in uint8) and normalised here."""
     if not cache_path:
         return {"transform": transform, "load_video": functools.partial(D.decode_frames, size=transform.image_size)}
     cache = D.FrameCache(cache_path, size=transform.image_size)
