@@ -11,6 +11,7 @@ BENCHES = [
     ("attention.md", ["bench_attention.py"]),
     ("model.md", ["bench_model.py"]),
     ("metrics.md", ["bench_metrics.py"]),
+    ("data.md", ["bench_data.py"]),  # the "released" column needs opencv-python-headless (optional)
 ]
 
 

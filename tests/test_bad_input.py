@@ -140,6 +140,17 @@ def encode(w, t, *extra, video_dir=None):
     return ["encode", video_dir or w.videos, "--prompts", w.run, "--out", t / "index", *QUIET, *extra]
 
 
+def prepare(w, t, *extra, video_dir=None):
+    return ["prepare", video_dir or w.videos, "--out", t / "cache", "--workers", "0", "--no-progress", *extra]
+
+
+def _cache_with(t: Path, make) -> Path:
+    """A folder ``cache`` holding what ``make(folder)`` puts there."""
+    (t / "cache").mkdir()
+    make(t / "cache")
+    return t / "cache"
+
+
 def search(w, t, *extra, index=None):
     return ["search", index or w.index, "a red circle", "--device", "cpu", *extra]
 
@@ -209,6 +220,10 @@ BENCH_CASES = [
 
 CASES = [
     # train
+    case("train", "missing", "frame-cache", lambda w, t: train(
+        w, t, "--dataset", "folder", "--data-root", w.videos, "--frame-cache", t / "no-cache"), "no-cache"),
+    case("train", "wrong-kind", "frame-cache-synthetic", lambda w, t: train(w, t, "--frame-cache", w.index),
+         "--frame-cache"),
     case("train", "missing", "resume", lambda w, t: train(w, t, "--resume", t / "no.safetensors"), "no.safetensors"),
     case("train", "missing", "pretrained", lambda w, t: train(w, t, "--pretrained", t / "no.safetensors"),
          "no.safetensors"),
@@ -238,6 +253,8 @@ CASES = [
     case("train", "huge", "num-frames", lambda w, t: train(w, t, "--num-frames", HUGE_T), "GiB"),
     case("train", "huge", "batch-size", lambda w, t: train(w, t, "--batch-size", HUGE_N), "batch"),
     # eval
+    case("eval", "missing", "frame-cache", lambda w, t: eval_(
+        w, t, "--dataset", "folder", "--data-root", w.videos, "--frame-cache", t / "no-cache"), "no-cache"),
     case("eval", "missing", "prompts", lambda w, t: eval_(w, t, "--prompts", t / "no.safetensors"), "no.safetensors"),
     case("eval", "missing", "pretrained", lambda w, t: eval_(w, t, "--pretrained", t / "no.pt"), "no.pt"),
     case("eval", "unreadable", "prompts", lambda w, t: eval_(
@@ -271,6 +288,25 @@ CASES = [
     case("encode", "negative", "num-frames", lambda w, t: encode(w, t, "--num-frames", "-2"), "--num-frames"),
     case("encode", "huge", "num-frames", lambda w, t: encode(w, t, "--num-frames", HUGE_T), "GiB"),
     case("encode", "huge", "batch-size", lambda w, t: encode(w, t, "--batch-size", HUGE_N), "--batch-size"),
+    case("encode", "missing", "frame-cache", lambda w, t: encode(w, t, "--frame-cache", t / "no-cache"), "no-cache"),
+    # prepare
+    case("prepare", "missing", "video-dir", lambda w, t: prepare(w, t, video_dir=t / "no"), "no"),
+    case("prepare", "missing", "data-root", lambda w, t: ["prepare", "--dataset", "msrvtt", "--data-root", t / "nope",
+                                                          "--out", t / "cache"], "nope"),
+    case("prepare", "unreadable", "manifest", lambda w, t: prepare(
+        w, t, "--out", _cache_with(t, lambda c: unreadable(c, w.prompts, "manifest.json"))), "cache"),
+    case("prepare", "unwritable", "out", lambda w, t: prepare(w, t, "--out", unwritable(t, "cache")), "--out"),
+    case("prepare", "wrong-kind", "video-dir", lambda w, t: prepare(w, t, video_dir=w.video), "static_0000.mp4"),
+    case("prepare", "wrong-kind", "out", lambda w, t: prepare(w, t, "--out", _folder(t, "mine")), "mine"),
+    case("prepare", "wrong-kind", "manifest", lambda w, t: prepare(
+        w, t, "--out", _cache_with(t, lambda c: junk(c, "manifest.json"))), "manifest.json"),
+    case("prepare", "zero", "fps", lambda w, t: prepare(w, t, "--fps", "0"), "--fps"),
+    case("prepare", "zero", "videos-per-shard", lambda w, t: prepare(w, t, "--videos-per-shard", "0"),
+         "--videos-per-shard"),
+    case("prepare", "negative", "size", lambda w, t: prepare(w, t, "--size", "-224"), "--size"),
+    case("prepare", "negative", "workers", lambda w, t: prepare(w, t, "--workers", "-1"), "--workers"),
+    case("prepare", "huge", "size", lambda w, t: prepare(w, t, "--size", HUGE_N), "--size"),
+    case("prepare", "huge", "quality", lambda w, t: prepare(w, t, "--quality", "101"), "--quality"),
     # search
     case("search", "missing", "index", lambda w, t: search(w, t, index=t / "no"), "no"),
     case("search", "unreadable", "index-json", lambda w, t: search(w, t, index=index_with(

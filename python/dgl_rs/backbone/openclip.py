@@ -29,6 +29,11 @@ from torch import Tensor, nn
 from ..nn.attention import GlobalLocalAttention
 from ..ops.attention import check_mode, global_local_attention
 
+# open_clip.constants.OPENAI_DATASET_MEAN / _STD, repeated so that decoding and this module
+# work without importing open_clip (slow to import); tests check that they agree.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 @dataclass
 class TextTower:
@@ -320,6 +325,13 @@ class Backbone:
         """``{"model", "pretrained"}`` the CLIP was loaded with (by :func:`~.loading.load_clip`
         or from a released checkpoint); None for a CLIP built elsewhere."""
         return getattr(self.clip, "dgl_rs_origin", None)
+
+    @property
+    def mean_std(self) -> tuple:
+        """``(mean, std)`` of the image normalisation the CLIP was trained with (open_clip's
+        ``visual.preprocess_cfg``; OpenAI's when the model records none)."""
+        cfg = getattr(self.visual, "preprocess_cfg", None) or {}
+        return (tuple(cfg.get("mean") or OPENAI_MEAN), tuple(cfg.get("std") or OPENAI_STD))
 
     @property
     def dtype(self) -> torch.dtype:

@@ -2,9 +2,10 @@
 
 Subcommands::
 
-    dgl-rs train --dataset msrvtt|vatex|lsmdc|activitynet|folder|synthetic [--method M] [...]
-    dgl-rs eval (--prompts P | --zero-shot) --dataset ... [--qb-norm] [--dsl]
-    dgl-rs encode VIDEO_DIR (--prompts P | --zero-shot) --out INDEX
+    dgl-rs train --dataset msrvtt|vatex|lsmdc|activitynet|folder|synthetic [--method M] [--frame-cache C]
+    dgl-rs eval (--prompts P | --zero-shot) --dataset ... [--qb-norm] [--dsl] [--frame-cache C]
+    dgl-rs prepare (VIDEO_DIR | --dataset NAME --data-root ROOT) --out CACHE [--fps 3 --size 224]
+    dgl-rs encode VIDEO_DIR (--prompts P | --zero-shot) --out INDEX [--frame-cache CACHE]
     dgl-rs search INDEX "a man is cooking" [-k 5]
     dgl-rs pretrain-synthetic [--out FILE]
     dgl-rs demo [--videos N --epochs E --num-frames T]
@@ -43,6 +44,7 @@ from .estimate import main as estimate_main
 from .eval import main as eval_main
 from .explain import main as explain_main
 from .index import add_encode_arguments, add_search_arguments, encode_main, search_main
+from .prepare import main as prepare_main
 
 # Commands with their own parser (prog "dgl-rs COMMAND"): argv goes through untouched.
 DELEGATED = {
@@ -55,11 +57,13 @@ DELEGATED = {
     "estimate": (estimate_main, "peak memory by category, FLOPs and time of one training step at any scale, "
                  "counted on fake tensors (no GPU needed)"),
     "explain": (explain_main, "draw where the global prompt looks in a video (PNG), with its similarity to a caption"),
+    "prepare": (prepare_main, "decode every video once into a frame cache (sharded JPEG frames at a fixed fps) "
+                "that train, eval and encode read with --frame-cache"),
     "convert": (convert_main, "write a checkpoint released with the DGL paper as dgl-rs prompt + backbone files"),
 }
 
 #: The commands that take --on-broken (skip unreadable videos).
-ON_BROKEN = ("train", "eval", "encode")
+ON_BROKEN = ("train", "eval", "encode", "prepare")
 
 
 def add_methods_arguments(p: argparse.ArgumentParser) -> None:

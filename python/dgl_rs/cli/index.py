@@ -33,6 +33,8 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
                    "12 with --zero-shot)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per batch (default 16)")
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes (default 0)")
+    p.add_argument("--frame-cache", metavar="CACHE", help="read the frames from this frame cache (`dgl-rs prepare "
+                   "VIDEO_DIR --out CACHE`) instead of decoding the videos")
     p.add_argument("--on-broken", choices=("skip", "raise"), default="skip",
                    help="a video that cannot be read is skipped and listed (default) or stops "
                    "the run with an error naming it")
@@ -55,6 +57,8 @@ def encode_main(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
     if args.num_frames is not None and args.num_frames < 1:
         raise UsageError(f"--num-frames must be >= 1, got {args.num_frames}")
+    if args.frame_cache:
+        check_readable(Path(args.frame_cache) / "manifest.json", "--frame-cache")
     check_index_target(args.out, args.overwrite)
     check_writable(args.out, "--out")  # before any model loads
     device = resolve_device(args.device)
@@ -66,7 +70,7 @@ def encode_main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     emb, videos, skipped = encode_folder(model, args.video_dir, preprocess_cfg, device=device,
                                          batch_size=args.batch_size, workers=args.workers,
-                                         on_error=args.on_broken,
+                                         on_error=args.on_broken, frame_cache=args.frame_cache,
                                          progress=not args.no_progress)
     meta = {**meta, "root": str(Path(args.video_dir).resolve()), "skipped": skipped,
             "num_frames": model.num_frames}

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..backbone.memory import check_memory
 from ..backbone.openclip import Backbone, Hooks, VideoAttention
+from ..data.video import normalize_frames
 from ..util.files import atomic_write_bytes, safetensors_bytes
 from .options import Option, class_options
 
@@ -261,11 +262,21 @@ class PromptedCLIP(nn.Module):
                 f"`frames` has {frames.shape[1]} frames but the model is set to num_frames={self.num_frames} "
                 "(set `model.num_frames` to change it)")
         if not frames.is_floating_point():
-            raise TypeError(f"`frames` must be a normalised floating tensor, got dtype {frames.dtype}")
+            raise TypeError(f"`frames` must be a normalised floating tensor (B, T, 3, H, W) or uint8 RGB "
+                            f"(B, T, H, W, 3), got dtype {frames.dtype}")
+
+    def _video_input(self, frames: Tensor) -> Tensor:
+        """``frames`` checked; uint8 RGB ``(B, T, H, W, 3)`` (a loader's batch, copied to the
+        device as uint8) is first normalised with the backbone's mean/std on its device."""
+        if isinstance(frames, Tensor) and frames.dtype == torch.uint8 and frames.dim() == 5 and frames.shape[-1] == 3:
+            frames = normalize_frames(frames, *self.backbone.mean_std)
+        self._check_frames(frames)
+        return frames
 
     def encode_video(self, frames: Tensor, prompts: Optional[Tuple] = None) -> Tensor:
-        """``frames`` ``(B, T, 3, H, W)`` normalised -> ``(B, D_out)`` (not L2-normalised)."""
-        self._check_frames(frames)
+        """``frames`` ``(B, T, 3, H, W)`` normalised, or uint8 RGB ``(B, T, H, W, 3)`` (normalised
+        here, on its device) -> ``(B, D_out)`` (not L2-normalised)."""
+        frames = self._video_input(frames)
         frame_prompts = (prompts if prompts is not None else self.generate_prompts())[1]
         return self._encode_video(frames, frame_prompts)
 
@@ -358,7 +369,7 @@ class PromptedCLIP(nn.Module):
     # ---- both ------------------------------------------------------------------------
     def forward(self, frames: Tensor, token_ids: Tensor) -> Tensor:
         """Similarity logits ``(B_text, B_video)``: ``logit_scale.exp()`` times the cosine."""
-        self._check_frames(frames)
+        frames = self._video_input(frames)
         tokens = self._check_tokens(token_ids)
         text_prompts, frame_prompts = self.generate_prompts()  # once, shared by both towers and the batch
         video = F.normalize(self._encode_video(frames, frame_prompts), dim=-1)

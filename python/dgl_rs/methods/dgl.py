@@ -166,7 +166,7 @@ class DGL(DeepPrompts):
         mass on each frame; ``.patches (B, T, P)``, on each patch; ``.on_global (B,)``, on
         the global tokens (see :class:`dgl_rs.attention_maps.GlobalAttentionMap`). The
         fused op returns only the G query rows. ``frames`` as for :meth:`encode_video`."""
-        self._check_frames(frames)
+        frames = self._video_input(frames)
         n = self.backbone.vision_layers
         if not self.num_global:
             raise ValueError(f"{self.method} has no global prompts (num_global=0): nothing to show")

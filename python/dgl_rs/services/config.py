@@ -79,6 +79,10 @@ class EvalConfig:
                          "videos); otherwise use only the first N (0 = all)", 0, type=int)
     val_annotations: Optional[str] = flag_field("--dataset folder --val-split val: CSV or JSONL of (video, "
                                         "caption) pairs for validation (default DATA_ROOT/val.csv|jsonl)")
+    frame_cache: Optional[str] = flag_field(
+        "read frames from this frame cache (made by `dgl-rs prepare`) instead of decoding the videos: uint8 "
+        "frames to the device, normalised there; refused when made at another --size than the model's input",
+        metavar="CACHE")
     workers: int = flag_field("data-loader worker processes per rank", 2, type=int)
     on_broken: Optional[str] = flag_field(
         "what a broken or missing video does: 'skip' it (counted in the log) or 'raise' an "
@@ -182,7 +186,14 @@ def check_bounds(cfg, fields: Optional[Sequence[str]] = None, bounds: Sequence[t
 
 
 def check_data_root(cfg) -> None:
-    """A real dataset needs an existing --data-root (checked before any model loads)."""
+    """A real dataset needs an existing --data-root, and --frame-cache a cache folder
+    (checked before any model loads)."""
+    cache = getattr(cfg, "frame_cache", None)
+    if cache and cfg.dataset == "synthetic":
+        raise UsageError("--frame-cache: --dataset synthetic renders its frames, there are no videos to cache")
+    if cache and not os.path.isfile(os.path.join(cache, "manifest.json")):
+        raise UsageError(f"--frame-cache {cache}: not a frame cache (no manifest.json); make one with "
+                         f"`dgl-rs prepare --dataset {cfg.dataset} --data-root ROOT --out {cache}`")
     if cfg.dataset == "synthetic":
         return
     if not cfg.data_root:

@@ -5,6 +5,7 @@ QB-Norm's banks of each dataset format, from the flags of an
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -89,29 +90,61 @@ def data_transform(cfg: EvalConfig, preprocess_cfg):
     return VideoTransform.from_preprocess_cfg(pre), tok
 
 
+def video_source(cache_path: Optional[str], transform: VideoTransform, data_root=None) -> dict:
+    """How a dataset gets its frames: ``{"transform", "load_video"}`` for
+    :class:`~dgl_rs.data.EvalSet` / :class:`~dgl_rs.data.TrainPairs`. From a frame cache
+    (``cache_path``): uint8 frames, normalised on the device by the model; else decoded at
+    the model's size (only the sampled frames converted and resized, in uint8) and normalised here."""
+    if not cache_path:
+        return {"transform": transform, "load_video": functools.partial(D.decode_frames, size=transform.image_size)}
+    cache = D.FrameCache(cache_path, size=transform.image_size)
+    return {"transform": transform.resize_crop, "load_video": D.CachedVideos(cache, data_root)}
+
+
+def check_cache_sources(sets, data_root, cache_flag: str) -> None:
+    """Datasets reading a frame cache: no source video of theirs changed since ``dgl-rs
+    prepare`` (size, mtime), else a :class:`UsageError` naming one."""
+    cache, keys = None, set()
+    for s in sets:
+        if s is not None and isinstance(getattr(s, "load_video", None), D.CachedVideos):
+            cache = s.load_video.cache
+            keys.update(k for k in (cache.key(r.video_path, data_root) for r in s.records) if k is not None)
+    changed = cache.changed_sources(sorted(keys)) if cache is not None else []
+    if changed:
+        raise UsageError(f"--frame-cache {cache_flag}: {len(changed)} source videos changed since dgl-rs prepare "
+                         f"(e.g. {changed[0]}); run the same dgl-rs prepare again (it redoes only their shards)")
+
+
 def build_data(cfg: EvalConfig, preprocess_cfg, train: bool = True) -> DataBundle:
     """Training pairs (``train``), evaluation set(s) and (with --qb-norm) QB-Norm's banks:
     the training captions and the training videos (never the test split's)."""
+    bundle = _build_data(cfg, preprocess_cfg, train)
+    check_cache_sources([bundle.train, *bundle.evals.values(), *bundle.vals.values(), bundle.video_bank],
+                        cfg.data_root, cfg.frame_cache)
+    return bundle
+
+
+def _build_data(cfg: EvalConfig, preprocess_cfg, train: bool) -> DataBundle:
     transform, tok = data_transform(cfg, preprocess_cfg)
     train_err = cfg.on_broken or "skip"
     eval_err = cfg.on_broken or "raise"
     if cfg.dataset == "synthetic":
         return build_synthetic_data(cfg, transform, tok, train_err, eval_err)
-    evals = {"test": D.EvalSet(read_records(cfg, False), cfg.num_frames, transform,
+    source = video_source(cfg.frame_cache, transform, cfg.data_root)
+    evals = {"test": D.EvalSet(read_records(cfg, False), cfg.num_frames, **source,
                                tokenizer=tok, on_error=eval_err)}
     if not train:
         bank = video_bank = None
         if cfg.qb_norm:
             records = read_records(cfg, True)
             bank = [c for r in records for c in r.captions]
-            video_bank = D.EvalSet(records, cfg.num_frames, transform, tokenizer=tok, on_error="skip")
+            video_bank = D.EvalSet(records, cfg.num_frames, **source, tokenizer=tok, on_error="skip")
         return DataBundle(train=None, evals=evals, query_bank=bank, video_bank=video_bank)
-    pairs = D.TrainPairs(read_records(cfg, True), cfg.num_frames, transform, tok,
-                         on_error=train_err)
+    pairs = D.TrainPairs(read_records(cfg, True), cfg.num_frames, tokenizer=tok, on_error=train_err, **source)
     return DataBundle(train=pairs, collate_fn=D.collate_skip, evals=evals,
-                      vals=build_val_sets(cfg, transform, tok, eval_err, evals["test"].video_ids),
+                      vals=build_val_sets(cfg, source, tok, eval_err, evals["test"].video_ids),
                       query_bank=pairs.captions if cfg.qb_norm else None,
-                      video_bank=D.EvalSet(pairs.records, cfg.num_frames, transform, tokenizer=tok,
+                      video_bank=D.EvalSet(pairs.records, cfg.num_frames, **source, tokenizer=tok,
                                            on_error="skip") if cfg.qb_norm else None)
 
 
@@ -176,7 +209,7 @@ def read_val_records(cfg: EvalConfig) -> list:
     return records[:cfg.val_videos] if cfg.val_videos else records
 
 
-def build_val_sets(cfg: EvalConfig, transform, tok, eval_err: str, test_ids) -> dict:
+def build_val_sets(cfg: EvalConfig, source: dict, tok, eval_err: str, test_ids) -> dict:
     """``{"val": EvalSet}`` for ``--val-split`` (``{}`` without it). A validation video that
     is also a test video is an error: selection must never see the test split."""
     if not cfg.val_split:
@@ -187,7 +220,7 @@ def build_val_sets(cfg: EvalConfig, transform, tok, eval_err: str, test_ids) -> 
         raise UsageError(f"--val-split {cfg.val_split}: {len(shared)} validation videos are test videos "
                          f"too (e.g. {shared[:3]}); the best epoch must be chosen without the test split"
                          + (" (VATEX: put the validation ids in val_list.txt)" if cfg.dataset == "vatex" else ""))
-    return {"val": D.EvalSet(records, cfg.num_frames, transform, tokenizer=tok, on_error=eval_err)}
+    return {"val": D.EvalSet(records, cfg.num_frames, **source, tokenizer=tok, on_error=eval_err)}
 
 
 def synthetic_val_sets(cfg: EvalConfig, splits: list, kw: dict) -> dict:

@@ -201,7 +201,8 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
     if video_loader is not None:
         videos = video_loader
     elif hasattr(eval_set, "make_loader"):  # dgl_rs.data.EvalSet: skips/raises on broken videos
-        videos = eval_set.make_loader(batch_size=batch_size, workers=workers)
+        videos = eval_set.make_loader(batch_size=batch_size, workers=workers,
+                                       pin_memory=torch.device(device).type == "cuda")
     else:
         videos = getattr(eval_set, "videos", eval_set)
     video_emb, kept = encode_videos(model, videos, device=device, batch_size=batch_size,
@@ -218,7 +219,8 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
                                 desc="query bank")
     video_bank_emb = None
     if video_bank is not None:
-        bank_videos = (video_bank.make_loader(batch_size=batch_size, workers=workers)
+        bank_videos = (video_bank.make_loader(batch_size=batch_size, workers=workers,
+                                       pin_memory=torch.device(device).type == "cuda")
                        if hasattr(video_bank, "make_loader") else video_bank)
         video_bank_emb = encode_videos(model, bank_videos, device=device, batch_size=batch_size,
                                        workers=workers, precision=precision, progress=progress,

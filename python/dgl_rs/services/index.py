@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from ..data.datasets import EvalSet
 from ..data.readers import VIDEO_EXTENSIONS, VideoRecord
 from ..data.video import VideoTransform
 from ..util.errors import UsageError
+from .data import check_cache_sources, video_source
 from .evaluate import encode_texts, encode_videos
 from ..factory.build import load_model
 from ..util.files import atomic_write, atomic_write_text, is_temp, read_json, remove_stale_temps
@@ -65,18 +66,21 @@ def list_videos(video_dir: str | os.PathLike) -> list[str]:
 
 def encode_folder(model, video_dir: str | os.PathLike, preprocess_cfg: dict, *,
                   device="cpu", batch_size: int = 16, workers: int = 0,
-                  precision: str = "fp32", on_error: str = "skip", progress: bool = True):
+                  precision: str = "fp32", on_error: str = "skip", progress: bool = True,
+                  frame_cache: Optional[str] = None):
     """``(embeddings (N, D) float32 numpy, kept relative paths, skipped relative paths)``
     for every video under ``video_dir``; broken videos are skipped (and listed) unless
-    ``on_error="raise"``."""
+    ``on_error="raise"``. With ``frame_cache`` the frames come from that cache."""
     root = Path(video_dir)
     videos = list_videos(root)
     if not videos:
         raise FileNotFoundError(f"no video files under {root}")
     records = [VideoRecord(str(root / v), (v,), v) for v in videos]
-    dataset = EvalSet(records, model.num_frames, VideoTransform.from_preprocess_cfg(preprocess_cfg),
-                      on_error=on_error)
-    loader = dataset.make_loader(batch_size=batch_size, workers=workers)
+    source = video_source(frame_cache, VideoTransform.from_preprocess_cfg(preprocess_cfg), root)
+    dataset = EvalSet(records, model.num_frames, **source, on_error=on_error)
+    check_cache_sources([dataset], root, frame_cache)
+    loader = dataset.make_loader(batch_size=batch_size, workers=workers,
+                                 pin_memory=torch.device(device).type == "cuda")
     try:
         emb, kept = encode_videos(model, loader, device=device, precision=precision,
                                   progress=progress, desc="videos", return_indices=True)
