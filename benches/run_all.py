@@ -10,6 +10,7 @@ RESULTS = HERE / "results"
 BENCHES = [
     ("attention.md", ["bench_attention.py"]),
     ("model.md", ["bench_model.py"]),
+    ("memory.md", ["bench_memory.py", "--json", str(RESULTS / "memory.json")]),
     ("metrics.md", ["bench_metrics.py"]),
     ("data.md", ["bench_data.py"]),  # the "released" column needs opencv-python-headless (optional)
 ]

@@ -52,6 +52,9 @@ NOT_APPLICABLE = {
     ("methods", "unreadable"): "methods reads no file",
     ("methods", "unwritable"): "methods writes nothing",
     ("pretrain-synthetic", "missing"): "pretrain-synthetic reads no file",
+    ("estimate", "unreadable"): "estimate reads no file but --model's config (the missing case)",
+    ("estimate", "huge"): "a huge batch is estimated, not refused or allocated: marked 'none (> 192 GB)' "
+                          "(test_estimate.py)",
     ("pretrain-synthetic", "unreadable"): "pretrain-synthetic reads no file",
 }
 
@@ -170,6 +173,11 @@ def bench(command):
 
 def methods(w, t, *extra):
     return ["methods", "--model", "synthetic-tiny", *extra]
+
+
+def estimate(w, t, *extra):
+    return ["estimate", "--methods", "dgl-linear", "--model", "synthetic-tiny", "--batch-size", "2",
+            "--num-frames", "2", *extra]
 
 
 def explain(w, t, *extra, video=None):
@@ -336,6 +344,14 @@ CASES = [
     # benchmark, demo
     *BENCH_CASES,
     # methods
+    # estimate
+    case("estimate", "missing", "model", lambda w, t: estimate(w, t, "--model", f"local-dir:{t / 'no'}"), "no"),
+    case("estimate", "unwritable", "json", lambda w, t: estimate(w, t, "--json", unwritable(t, "e.json")),
+         "--json"),
+    case("estimate", "wrong-kind", "methods", lambda w, t: estimate(w, t, "--methods", "nope"), "nope"),
+    case("estimate", "wrong-kind", "precision", lambda w, t: estimate(w, t, "--precision", "fp8"), "--precision"),
+    case("estimate", "zero", "batch-size", lambda w, t: estimate(w, t, "--batch-size", "0"), "--batch-size"),
+    case("estimate", "negative", "num-frames", lambda w, t: estimate(w, t, "--num-frames", "-1"), "--num-frames"),
     case("methods", "missing", "model", lambda w, t: methods(w, t, "--model", f"local-dir:{t / 'no'}"), "no"),
     case("methods", "wrong-kind", "model", lambda w, t: methods(w, t, "--model", "no-such-model"), "no-such-model"),
     case("methods", "wrong-kind", "options", lambda w, t: methods(w, t, "--options", "nope"), "nope"),

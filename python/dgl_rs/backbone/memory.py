@@ -12,6 +12,8 @@ import os
 from typing import Any, Optional
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
+
 from ..util.errors import UsageError
 from .openclip import Backbone
 
@@ -67,7 +69,10 @@ def check_memory(backbone, options: dict[str, Any], videos: int = 1, flag: Optio
     (:func:`memory_estimate`) needs more memory than the machine has: a
     :class:`UsageError` (a ``ValueError``) naming ``flag`` (the batch's) and the sizes."""
     backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone)  # or a CLIP
-    device = next(backbone.clip.parameters()).device
+    param = next(backbone.clip.parameters())
+    if param.is_meta or is_fake(param):  # nothing will be allocated (dgl-rs estimate)
+        return
+    device = param.device
     sizes = ", ".join(f"{k}={options[k]!r}" for k in SIZES if k in options)
     what = f"{flag} {videos} ({sizes}): a batch of {videos} videos" if flag else f"{sizes}: one video"
     refuse_beyond(memory_estimate(backbone, options, videos), device, what)
