@@ -132,3 +132,37 @@ def test_tensor_ranks_on_cuda_at_100k_chunked():
     s = (text[rows.cuda()] @ video.t()).cpu().numpy()
     truth = np.array([(row >= row[i]).sum() for row, i in zip(s, rows.numpy())])
     np.testing.assert_array_equal(t2v[rows.numpy()], truth)
+
+
+@pytest.mark.parametrize("method, checkpoint", [("dgl-linear", False), ("dgl-linear", True), ("vpt", False)])
+def test_estimate_against_cuda_max_memory_allocated(method, checkpoint):
+    """Issue 20 item 3 on a GPU: `dgl-rs estimate`'s peak of live tensors (fake tensors, CPU
+    autocast policy) against the CUDA caching allocator's peak of a real step (ViT-B/32,
+    B=16, T=12, fp16 autocast). Printed for the README; asserted within 15% (the GPU's
+    autocast policy, kernel workspaces and the allocator's 512-byte rounding differ)."""
+    import dataclasses
+
+    import open_clip
+
+    from dgl_rs.train import estimate as E
+    from dgl_rs.train.optim import make_optimizer
+    from dgl_rs.train.params import TrainConfig
+
+    b, t = 16, 12
+    clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).cuda()
+    model = dgl_rs.build_method(clip, method, num_frames=t, checkpoint_blocks=checkpoint).cuda().train()
+    optimizer = make_optimizer(model, dataclasses.replace(TrainConfig(), method=method, lr=1e-3))
+    x = torch.randn(b, t, 3, 224, 224, device="cuda")
+    tokens = torch.randint(1, 400, (b, 32), device="cuda")
+    live = E.LiveBytes()  # not entered: only its phase is set
+    step = lambda: E._train_step(model, optimizer, x, tokens, "amp", 1.0, live)  # noqa: E731
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    real = torch.cuda.max_memory_allocated()
+    est = E.estimate_step(method, "ViT-B-32-quickgelu", b, t, "amp_fp16", checkpoint_blocks=checkpoint).peak_bytes
+    print(f"\n{method} checkpoint={checkpoint}: estimate {est / 2**20:.0f} MiB, "
+          f"cuda max_memory_allocated {real / 2**20:.0f} MiB, ratio {est / real:.3f}")
+    assert abs(est / real - 1) < 0.15
