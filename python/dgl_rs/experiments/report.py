@@ -4,6 +4,7 @@ layout), the JSON document and the bar chart (PNG, with matplotlib when installe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -99,10 +100,18 @@ def bar_chart(methods: dict[str, Any], path: Path) -> Optional[Path]:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
+def to_json(doc: dict[str, Any]) -> str:
+    """``doc`` as indented JSON with every list of plain numbers on one line (the per-query
+    ranks would otherwise take a line per query)."""
+    text = json.dumps(doc, indent=2)
+    return re.sub(r"\[\s+(-?[\d.eE+-]+(?:,\s+-?[\d.eE+-]+)*)\s+\]",
+                  lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
+
+
 def write_outputs(out: Path, doc: dict[str, Any], table: str) -> list[Path]:
     """``benchmark.json``, ``benchmark.md``, ``summary.md`` (:func:`summary_table`) and (with
     matplotlib) ``benchmark.png`` in ``out``."""
-    paths = [atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=2) + "\n"),
+    paths = [atomic_write_text(out / "benchmark.json", to_json(doc)),
              atomic_write_text(out / "benchmark.md", table + "\n"),
              atomic_write_text(out / "summary.md", summary_table(doc["methods"]) + "\n")]
     png = bar_chart(doc["methods"], out / "benchmark.png")
