@@ -8,7 +8,8 @@ Subcommands::
     dgl-rs search INDEX "a man is cooking" [-k 5]
     dgl-rs pretrain-synthetic [--out FILE]
     dgl-rs demo [--videos N --epochs E --num-frames T]
-    dgl-rs benchmark [--methods all] [--seeds 0 1 2]
+    dgl-rs benchmark [--methods all] [--seeds 0 1 2] [--table 3] [--world shifted|pretraining]
+    dgl-rs claims BENCHMARK.json [...] [--out FILE]
     dgl-rs methods [--model NAME --num-frames T]
     dgl-rs explain VIDEO "caption" --prompts P --out fig.png
     dgl-rs convert RELEASED_CKPT OUT.safetensors
@@ -35,7 +36,7 @@ from ..factory.build import load_backbone, trainable_counts
 from ..methods import METHODS
 from ..train.main import main as train_main
 from ..train.pretrain import main as pretrain_main
-from .benchmark import demo_main
+from .benchmark import claims_main, demo_main
 from .benchmark import main as benchmark_main
 from .convert import main as convert_main
 from .eval import main as eval_main
@@ -50,6 +51,7 @@ DELEGATED = {
     "demo": (demo_main, "synthetic benchmark, ~10 min on 2 cores: zero-shot meanP and 6 methods, one table"),
     "benchmark": (benchmark_main, "synthetic benchmark of any methods (--methods all) and seeds: one table, "
                   "JSON, Markdown, bar chart"),
+    "claims": (claims_main, "the paper's claims decided on benchmark results (paired bootstrap over test queries)"),
     "explain": (explain_main, "draw where the global prompt looks in a video (PNG), with its similarity to a caption"),
     "convert": (convert_main, "write a checkpoint released with the DGL paper as dgl-rs prompt + backbone files"),
 }

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..util.files import atomic_write, atomic_write_text
-from .entries import KEYS, SPLITS
+from .entries import KEYS, SPLITS, TABLE3
 
 
 def mean_entry(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -71,6 +71,31 @@ def summary_table(methods: dict[str, Any]) -> str:
                  _optional(e["peak_mib"], ".0f")]
         cells += [f"{e[split][d]['R@1']:.1f}" for split in SPLITS for d in ("t2v", "v2t")]
         lines.append("| " + " | ".join(cells + [f"{e['reversal']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
+def _r1(e: Optional[dict[str, Any]], split: str, direction: str, spread: bool) -> str:
+    if e is None:
+        return "-"
+    cell = f"{e[split][direction]['R@1']:.1f}"
+    return cell + (f" ±{e[split]['t2v_R@1_std']:.1f}" if spread and direction == "t2v" else "")
+
+
+def table3_markdown(methods: dict[str, Any], seeds: Sequence[int]) -> str:
+    """The paper's Table 3 rows (MSR-VTT R@1 from its text) beside this benchmark's R@1 of
+    the entry that has the same switch (:data:`~.entries.TABLE3`; '-' where dgl-rs has no
+    such switch, the paper's text gives no number, or the entry did not run)."""
+    spread = len(seeds) > 1
+    head = ["table", "paper's row", "dgl-rs entry", "paper t2v", "paper v2t", "static t2v", "static v2t",
+            "temporal t2v", "temporal v2t", "reversal %"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    for part, row, name, p_t2v, p_v2t in TABLE3:
+        e = methods.get(name) if name else None
+        cells = [part, row, f"`{name}`" if name else "(no such switch)", _optional(p_t2v, ".1f"),
+                 _optional(p_v2t, ".1f")]
+        cells += [_r1(e, split, d, spread) for split in SPLITS for d in ("t2v", "v2t")]
+        cells.append("-" if e is None else f"{e['reversal']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from ..factory.build import load_model
 from ..services.data import build_data
 from ..train.params import parse_args
 from ..train.selection import METRIC, selection_score
-from .entries import ENTRIES
+from .entries import RUNNABLE
 from .report import mean_entry, to_json
 from .reversal import reversal_accuracy
 
@@ -37,7 +37,7 @@ def run_dir(out: Path, name: str, seed: int, run_name: Optional[str] = None) -> 
 def train_argv(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
                run_name: Optional[str] = None) -> list[str]:
     """`dgl-rs train` flags of one run (``lr``: the entry's unless given)."""
-    method, extra, base = ENTRIES[name]
+    method, extra, base = RUNNABLE[name]
     lr = base if lr is None else lr
     argv = ["--dataset", "synthetic", "--method", method, "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size), "--num-frames", str(args.num_frames),
@@ -80,7 +80,7 @@ def train_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
               run_name: Optional[str] = None) -> dict[str, Any]:
     """Train one run in a child process (zero-shot: nothing to train): its seed, lr,
     seconds per step and peak memory."""
-    if ENTRIES[name][2] is None:
+    if RUNNABLE[name][2] is None:
         return {"seed": seed, "lr": None, "step_s": None, "peak_mib": None}
     argv = train_argv(args, name, seed, out, lr, run_name)
     peak = train_in_child(argv)
@@ -97,7 +97,7 @@ def load_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
     cfg = parse_args(train_argv(args, name, seed, out, lr, run_name) + ["--val-split", "val"])
     cfg = dataclasses.replace(cfg, workers=0, no_progress=args.no_progress)
     device = resolve_device(cfg.device)
-    if ENTRIES[name][2] is None:
+    if RUNNABLE[name][2] is None:
         model, preprocess_cfg, _ = load_model(None, model_name="synthetic-tiny", pretrained=args.pretrained,
                                               device=device, num_frames=args.num_frames,
                                               context_length=cfg.context_length)
@@ -143,7 +143,7 @@ def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any
     score every run on the VALIDATION splits only (:func:`selection_score`: mean raw
     t2v R@1 over static and temporal; of equal scores the first factor wins), then
     evaluate only the chosen run on the test splits. ``(its test entry, the record)``."""
-    seed, base = args.seeds[0], ENTRIES[name][2]
+    seed, base = args.seeds[0], RUNNABLE[name][2]
     tried = []
     for factor in args.lr_factors:
         lr = scaled_lr(base, factor)
@@ -163,7 +163,7 @@ def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any
 def run_method(args, name: str, out: Path) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
     """Every seed of one method: with several ``--lr-factors`` the first seed searches
     the lr on validation and the other seeds train with the chosen one."""
-    base = ENTRIES[name][2]
+    base = RUNNABLE[name][2]
     if base is None or len(args.lr_factors) == 1:
         lr = None if base is None else scaled_lr(base, args.lr_factors[0])
         return [run_one(args, name, seed, out, lr) for seed in args.seeds], None
