@@ -83,16 +83,24 @@ def test_claims_table_from_documents(tmp_path):
     first = _doc(tmp_path / "a.json", {"dgl-transformer": _runs(0.7, [0, 1, 2], rng), "vpt": _runs(0.2, [0, 1, 2], rng),
                                        "upt": _runs(0.7, [0, 1], rng)})
     second = _doc(tmp_path / "b.json", {"dgl-divided": _runs(0.95, [0, 1, 2], rng)})
-    runs, setup = C.load_runs([first, second])
-    assert setup["world"] == "shifted" and set(runs) == {"dgl-transformer", "vpt", "upt", "dgl-divided"}
-    records, table = C.claims_table(runs)
+    docs, setup = C.load_runs([first, second])
+    assert setup["world"] == "shifted" and [set(r) for _, r in docs] == [{"dgl-transformer", "vpt", "upt"},
+                                                                        {"dgl-divided"}]
+    records, table = C.claims_table(docs)
     by = {(r["a"], r["b"]): r for r in records}
     assert by[("dgl-transformer", "vpt")]["static"]["verdict"] == "holds"
-    assert by[("dgl-transformer", "dgl-divided")]["temporal"]["verdict"] == "does not hold"
+    assert by[("dgl-transformer", "dgl-divided")]["temporal"]["verdict"] == "not run"  # never in one run
     assert by[("dgl-transformer", "upt")]["static"]["verdict"] == "not run"  # 2 seeds only
     assert by[("dgl-linear", "full-finetune")]["static"] == {"verdict": "not run",
                                                             "missing": ["dgl-linear", "full-finetune"]}
     assert len(table.splitlines()) == 2 + len(C.CLAIMS)
+    third = _doc(tmp_path / "d.json", {"dgl-transformer": _runs(0.1, [0, 1, 2], rng),
+                                       "dgl-divided": _runs(0.95, [0, 1, 2], rng)})
+    records, _ = C.claims_table(C.load_runs([first, second, third])[0])
+    by = {(r["a"], r["b"]): r for r in records}
+    assert by[("dgl-transformer", "dgl-divided")]["temporal"]["verdict"] == "does not hold"
+    assert by[("dgl-transformer", "dgl-divided")]["source"] == str(third)
+    assert by[("dgl-transformer", "vpt")]["source"] == str(first)
     with pytest.raises(ValueError, match="one setup"):
         C.load_runs([first, _doc(tmp_path / "c.json", {}, world="pretraining")])
 

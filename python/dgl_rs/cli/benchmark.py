@@ -172,15 +172,16 @@ def claims_main(argv: Optional[Sequence[str]] = None) -> int:
                                 epilog=_claims.__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="benchmark.json (or partial.json) files of one setup, e.g. the "
-                   "all-methods run and the --table 3 run")
+                   "all-methods run and the --table 3 run; a claim is decided within the first that ran both "
+                   "of its entries")
     p.add_argument("--out", help="also write the Markdown table and the records (JSON) here: OUT.md, OUT.json")
     args = p.parse_args(argv)
     for path in args.results:
         check_readable(path, "results")
     if args.out:
         check_writable(Path(args.out).parent or Path("."), "--out")
-    runs, setup = load_runs(args.results)
-    records, table = claims_table(runs)
+    docs, setup = load_runs(args.results)
+    records, table = claims_table(docs)
     print(f"the paper's claims on the synthetic benchmark ({setup['world']} world; t2v R@1 of a minus b, "
           f"paired bootstrap over test queries, {REPS} resamples, alpha {ALPHA})\n")
     print(table)

@@ -92,11 +92,11 @@ def verdict(low: float, high: float, margin: Optional[float] = None) -> str:
     return "inconclusive"
 
 
-def load_runs(paths: Iterable[str | Path]) -> tuple[dict[str, list], dict[str, Any]]:
-    """Every entry's runs from benchmark JSON documents (``benchmark.json`` or a stopped
-    run's ``partial.json``) that share one setup (:data:`SAME_SETUP`); an entry in two
-    documents is taken from the later one. ``(runs, setup)``."""
-    runs: dict[str, list] = {}
+def load_runs(paths: Iterable[str | Path]) -> tuple[list[tuple[str, dict[str, list]]], dict[str, Any]]:
+    """The runs of benchmark JSON documents (``benchmark.json`` or a stopped run's
+    ``partial.json``) that share one setup (:data:`SAME_SETUP`): ``([(path, {entry:
+    runs})], setup)``, in the order given."""
+    docs: list[tuple[str, dict[str, list]]] = []
     setup: Optional[dict] = None
     for path in paths:
         doc = json.loads(Path(path).read_text())
@@ -105,10 +105,10 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[dict[str, list], dict[str, A
             raise ValueError(f"paths: {path} was run with {mine}, another document with {setup}: "
                              "claims compare runs of one setup only")
         setup = mine
-        runs.update(doc["runs"])
+        docs.append((str(path), doc["runs"]))
     if setup is None:
         raise ValueError("paths: no benchmark document given")
-    return runs, setup
+    return docs, setup
 
 
 def hits(runs: Sequence[dict], split: str, seeds: Sequence[int]) -> np.ndarray:
@@ -130,14 +130,27 @@ def decide(runs: dict[str, list], a: str, b: str, split: str, margin: Optional[f
     return {"seeds": seeds, "diff": diff, "low": low, "high": high, "verdict": verdict(low, high, margin)}
 
 
-def claims_table(runs: dict[str, list], splits: Sequence[str] = ("static", "temporal")) -> tuple[list, str]:
-    """Every claim of :data:`CLAIMS` decided on every split: ``(records, Markdown table)``."""
+def source_of(docs: Sequence[tuple[str, dict[str, list]]], a: str, b: str) -> tuple[str, dict[str, list]]:
+    """The first document that ran both ``a`` and ``b`` (a claim compares two entries of
+    one benchmark run: one lr protocol), else the first that ran either, else the first."""
+    for wanted in (lambda r: a in r and b in r, lambda r: a in r or b in r):
+        for label, runs in docs:
+            if wanted(runs):
+                return label, runs
+    return docs[0]
+
+
+def claims_table(docs: Sequence[tuple[str, dict[str, list]]],
+                 splits: Sequence[str] = ("static", "temporal")) -> tuple[list, str]:
+    """Every claim of :data:`CLAIMS` decided on every split, each within one document
+    (:func:`source_of`): ``(records, Markdown table)``."""
     records, lines = [], []
     head = ["claim", "a vs b"] + [f"{s} t2v R@1 a - b [95% CI]: verdict" for s in splits]
     lines += ["| " + " | ".join(head) + " |", "|---|---|" + "---|" * len(splits)]
     for claim, a, b, margin in CLAIMS:
+        label, runs = source_of(docs, a, b)
         per_split = {s: decide(runs, a, b, s, margin) for s in splits}
-        records.append({"claim": claim, "a": a, "b": b, "margin": margin, **per_split})
+        records.append({"claim": claim, "a": a, "b": b, "margin": margin, "source": label, **per_split})
         cells = [claim, f"`{a}` vs `{b}`" + (f" (margin {margin:g})" if margin is not None else "")]
         for s in splits:
             d = per_split[s]
