@@ -458,14 +458,14 @@ def _camera_grid(shift: Shift, t: float, s: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _texture(shift: Shift, wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
-    """The backdrop's gratings at world coordinates ``wx`` (1, s), ``wy`` (s, 1): each
-    ``a sin(2 pi (fx x + fy y) + phase)``, expanded as ``sin(u + v)`` of a column and a row
-    term (outer products, no per-pixel sine)."""
-    out = np.zeros((wy.shape[0], wx.shape[1]), dtype=np.float64)
-    for fx, fy, ph, amp in shift.texture:
-        u, v = 2 * math.pi * fx * wx, 2 * math.pi * fy * wy + ph
-        out += amp * (np.sin(u) * np.cos(v) + np.cos(u) * np.sin(v))
-    return out
+    """The backdrop's gratings at world coordinates ``wx`` (1, s), ``wy`` (s, 1): the sum of
+    ``a sin(2 pi (fx x + fy y) + phase)``, expanded as ``sin(u + v)`` of a row term and a
+    column term, so one small matrix product (no per-pixel sine)."""
+    fx, fy, ph, amp = (np.array(c)[:, None] for c in zip(*shift.texture))  # (gratings, 1) each
+    u, v = 2 * math.pi * fx * wx[0], 2 * math.pi * fy * wy[:, 0] + ph  # (gratings, s) each
+    rows = np.concatenate([np.cos(v), np.sin(v)]).T  # (s, 2 gratings)
+    cols = np.concatenate([amp * np.sin(u), amp * np.cos(u)])  # (2 gratings, s)
+    return (rows @ cols).astype(np.float32)
 
 
 def _compress(img: np.ndarray, shift: Shift) -> np.ndarray:
@@ -476,7 +476,8 @@ def _compress(img: np.ndarray, shift: Shift) -> np.ndarray:
         tiles = img.reshape(s // _BLOCK, _BLOCK, s // _BLOCK, _BLOCK, 3)
         means = tiles.mean(axis=(1, 3), keepdims=True)
         img = ((1 - shift.blockiness) * tiles + shift.blockiness * means).reshape(s, s, 3)
-    return np.round(img / shift.step) * shift.step
+    step = np.float32(shift.step)
+    return np.round(img / step) * step
 
 
 def render_shifted_frame(spec: VideoSpec, u: float, image_size: int = 64) -> np.ndarray:
@@ -486,12 +487,13 @@ def render_shifted_frame(spec: VideoSpec, u: float, image_size: int = 64) -> np.
     sh, s = spec.shift, int(image_size)
     t = 1.0 - u if spec.time_reversed else u
     wx, wy = _camera_grid(sh, t, s)
-    img = np.asarray(sh.background) + np.asarray(sh.tint) * _texture(sh, wx, wy)[..., None]
+    img = (np.asarray(sh.background, dtype=np.float32)
+           + _texture(sh, wx, wy)[..., None] * np.asarray(sh.tint, dtype=np.float32))
     layers = [(d, *d.state(t)) for d in sh.distractors] + spec.objects_at(u)
     for obj, x, y, colour in layers:
         img[_mask(obj.shape, wx, wy, x, y, obj.radius)] = {**COLOURS, **DISTRACTOR_COLOURS}[colour]
     gain0, gain1 = np.asarray(sh.light)
-    img *= gain0 + (gain1 - gain0) * t
+    img *= (gain0 + (gain1 - gain0) * t).astype(np.float32)
     if sh.noise > 0:
         noise_rng = np.random.default_rng([sh.noise_seed, int(round(t * 1e6))])
         img += noise_rng.standard_normal(img.shape, dtype=np.float32) * sh.noise
