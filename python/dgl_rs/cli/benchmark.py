@@ -45,6 +45,7 @@ from ..factory.build import load_backbone
 from ..train.main import build_model
 from ..train.params import parse_args
 from ..util.files import atomic_write_text, check_readable, check_writable
+from ..util.errors import UsageError
 from ..util.log import setup_logging
 
 
@@ -179,8 +180,11 @@ def claims_main(argv: Optional[Sequence[str]] = None) -> int:
     for path in args.results:
         check_readable(path, "results")
     if args.out:
-        check_writable(Path(args.out).parent or Path("."), "--out")
-    docs, setup = load_runs(args.results)
+        check_writable(Path(args.out + ".md"), "--out")
+    try:
+        docs, setup = load_runs(args.results)
+    except ValueError as exc:
+        raise UsageError(f"results: {exc}".replace("results: paths: ", "results: ")) from exc
     records, table = claims_table(docs)
     print(f"the paper's claims on the synthetic benchmark ({setup['world']} world; t2v R@1 of a minus b, "
           f"paired bootstrap over test queries, {REPS} resamples, alpha {ALPHA})\n")

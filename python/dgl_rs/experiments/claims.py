@@ -99,13 +99,17 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[tuple[str, dict[str, li
     docs: list[tuple[str, dict[str, list]]] = []
     setup: Optional[dict] = None
     for path in paths:
-        doc = json.loads(Path(path).read_text())
-        mine = {k: doc["setup"].get(k) for k in SAME_SETUP}
+        try:
+            doc = json.loads(Path(path).read_text())
+            mine, runs = {k: doc["setup"].get(k) for k in SAME_SETUP}, dict(doc["runs"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not a benchmark's
+            raise ValueError(f"paths: {path} is not a benchmark document (benchmark.json or partial.json of "
+                             f"`dgl-rs benchmark`): {type(exc).__name__}") from exc
         if setup is not None and mine != setup:
             raise ValueError(f"paths: {path} was run with {mine}, another document with {setup}: "
                              "claims compare runs of one setup only")
         setup = mine
-        docs.append((str(path), doc["runs"]))
+        docs.append((str(path), runs))
     if setup is None:
         raise ValueError("paths: no benchmark document given")
     return docs, setup
