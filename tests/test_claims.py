@@ -71,9 +71,9 @@ def _runs(rate, seeds, rng, queries=100):
                                   for split in ("static", "temporal")}} for s in seeds]
 
 
-def _doc(path, runs, world="shifted"):
+def _doc(path, runs, world="shifted", factors=(1.0,)):
     setup = {"world": world, "videos": 384, "eval_videos": 100, "epochs": 6, "num_frames": 8, "batch_size": 32,
-             "pretrained": "synthetic-tiny"}
+             "pretrained": "synthetic-tiny", "lr_factors": list(factors)}
     path.write_text(json.dumps({"setup": setup, "runs": runs}))
     return path
 
@@ -82,27 +82,28 @@ def test_claims_table_from_documents(tmp_path):
     rng = np.random.default_rng(4)
     first = _doc(tmp_path / "a.json", {"dgl-transformer": _runs(0.7, [0, 1, 2], rng), "vpt": _runs(0.2, [0, 1, 2], rng),
                                        "upt": _runs(0.7, [0, 1], rng)})
-    second = _doc(tmp_path / "b.json", {"dgl-divided": _runs(0.95, [0, 1, 2], rng)})
-    docs, setup = C.load_runs([first, second])
-    assert setup["world"] == "shifted" and [set(r) for _, r in docs] == [{"dgl-transformer", "vpt", "upt"},
-                                                                        {"dgl-divided"}]
-    records, table = C.claims_table(docs)
+    second = _doc(tmp_path / "b.json", {"dgl-divided": _runs(0.95, [0, 1, 2], rng)})  # same protocol: pooled
+    searched = _doc(tmp_path / "c.json", {"dgl-transformer": _runs(0.1, [0, 1, 2], rng),
+                                          "vop-fc": _runs(0.9, [0, 1, 2], rng)}, factors=(1.0, 0.2))
+    groups, setup = C.load_runs([first, second, searched])
+    assert setup["world"] == "shifted"
+    assert [(label, set(r)) for label, r in groups] == [
+        ("lr factors 1", {"dgl-transformer", "vpt", "upt", "dgl-divided"}),
+        ("lr factors 1 0.2", {"dgl-transformer", "vop-fc"})]
+    records, table = C.claims_table(groups)
     by = {(r["a"], r["b"]): r for r in records}
     assert by[("dgl-transformer", "vpt")]["static"]["verdict"] == "holds"
-    assert by[("dgl-transformer", "dgl-divided")]["temporal"]["verdict"] == "not run"  # never in one run
+    assert by[("dgl-transformer", "dgl-divided")]["temporal"]["verdict"] == "does not hold"
+    assert by[("dgl-transformer", "dgl-divided")]["source"] == "lr factors 1"
+    # decided within the searched group, where dgl-transformer is weak
+    assert by[("dgl-transformer", "vop-fc")]["source"] == "lr factors 1 0.2"
+    assert by[("dgl-transformer", "vop-fc")]["static"]["verdict"] == "does not hold"
     assert by[("dgl-transformer", "upt")]["static"]["verdict"] == "not run"  # 2 seeds only
     assert by[("dgl-linear", "full-finetune")]["static"] == {"verdict": "not run",
                                                             "missing": ["dgl-linear", "full-finetune"]}
     assert len(table.splitlines()) == 2 + len(C.CLAIMS)
-    third = _doc(tmp_path / "d.json", {"dgl-transformer": _runs(0.1, [0, 1, 2], rng),
-                                       "dgl-divided": _runs(0.95, [0, 1, 2], rng)})
-    records, _ = C.claims_table(C.load_runs([first, second, third])[0])
-    by = {(r["a"], r["b"]): r for r in records}
-    assert by[("dgl-transformer", "dgl-divided")]["temporal"]["verdict"] == "does not hold"
-    assert by[("dgl-transformer", "dgl-divided")]["source"] == str(third)
-    assert by[("dgl-transformer", "vpt")]["source"] == str(first)
     with pytest.raises(ValueError, match="one setup"):
-        C.load_runs([first, _doc(tmp_path / "c.json", {}, world="pretraining")])
+        C.load_runs([first, _doc(tmp_path / "d.json", {}, world="pretraining")])
 
 
 def test_table3_entries():

@@ -181,8 +181,8 @@ def claims_main(argv: Optional[Sequence[str]] = None) -> int:
                                 epilog=_claims.__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="benchmark.json (or partial.json) files of one setup, e.g. the "
-                   "all-methods run and the --table 3 run; a claim is decided within the first that ran both "
-                   "of its entries")
+                   "all-methods run and the --table 3 run; documents of one --lr-factors pool their runs, and a "
+                   "claim is decided within the first such group that ran both of its entries")
     p.add_argument("--out", help="also write the Markdown table and the records (JSON) here: OUT.md, OUT.json")
     args = p.parse_args(argv)
     for path in args.results:

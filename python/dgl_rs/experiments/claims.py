@@ -94,14 +94,17 @@ def verdict(low: float, high: float, margin: Optional[float] = None) -> str:
 
 def load_runs(paths: Iterable[str | Path]) -> tuple[list[tuple[str, dict[str, list]]], dict[str, Any]]:
     """The runs of benchmark JSON documents (``benchmark.json`` or a stopped run's
-    ``partial.json``) that share one setup (:data:`SAME_SETUP`): ``([(path, {entry:
-    runs})], setup)``, in the order given."""
-    docs: list[tuple[str, dict[str, list]]] = []
+    ``partial.json``) that share one setup (:data:`SAME_SETUP`), grouped by lr protocol
+    (``--lr-factors``): documents of one protocol train every entry the same way, so their
+    runs pool into one group (an entry in two of them: the later document's). ``([(label,
+    {entry: runs})], setup)``, groups in the order their first document was given."""
+    groups: dict[str, dict[str, list]] = {}
     setup: Optional[dict] = None
     for path in paths:
         try:
             doc = json.loads(Path(path).read_text())
             mine, runs = {k: doc["setup"].get(k) for k in SAME_SETUP}, dict(doc["runs"])
+            factors = " ".join(f"{f:g}" for f in doc["setup"].get("lr_factors", [1.0]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not a benchmark's
             raise ValueError(f"paths: {path} is not a benchmark document (benchmark.json or partial.json of "
                              f"`dgl-rs benchmark`): {type(exc).__name__}") from exc
@@ -109,10 +112,10 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[tuple[str, dict[str, li
             raise ValueError(f"paths: {path} was run with {mine}, another document with {setup}: "
                              "claims compare runs of one setup only")
         setup = mine
-        docs.append((str(path), runs))
+        groups.setdefault(f"lr factors {factors}", {}).update(runs)
     if setup is None:
         raise ValueError("paths: no benchmark document given")
-    return docs, setup
+    return list(groups.items()), setup
 
 
 def hits(runs: Sequence[dict], split: str, seeds: Sequence[int]) -> np.ndarray:
@@ -135,8 +138,9 @@ def decide(runs: dict[str, list], a: str, b: str, split: str, margin: Optional[f
 
 
 def source_of(docs: Sequence[tuple[str, dict[str, list]]], a: str, b: str) -> tuple[str, dict[str, list]]:
-    """The first document that ran both ``a`` and ``b`` (a claim compares two entries of
-    one benchmark run: one lr protocol), else the first that ran either, else the first."""
+    """The first group (:func:`load_runs`) that ran both ``a`` and ``b`` (a claim compares
+    two entries trained under one lr protocol), else the first that ran either, else the
+    first."""
     for wanted in (lambda r: a in r and b in r, lambda r: a in r or b in r):
         for label, runs in docs:
             if wanted(runs):
@@ -146,7 +150,7 @@ def source_of(docs: Sequence[tuple[str, dict[str, list]]], a: str, b: str) -> tu
 
 def claims_table(docs: Sequence[tuple[str, dict[str, list]]],
                  splits: Sequence[str] = ("static", "temporal")) -> tuple[list, str]:
-    """Every claim of :data:`CLAIMS` decided on every split, each within one document
+    """Every claim of :data:`CLAIMS` decided on every split, each within one group of runs
     (:func:`source_of`): ``(records, Markdown table)``."""
     records, lines = [], []
     head = ["claim", "a vs b"] + [f"{s} t2v R@1 a - b [95% CI]: verdict" for s in splits]
