@@ -74,6 +74,23 @@ def summary_table(methods: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(methods: dict[str, Any]) -> str:
+    """The README's table of a several-seed run: R@1 both ways on each split (t2v with the
+    standard deviation over seeds), the reversal accuracy (with its) and per kind of
+    temporal caption (motion, order, colour)."""
+    head = ["method", "trainable", "lr", "s/step", "static t2v R@1", "static v2t R@1", "temporal t2v R@1",
+            "temporal v2t R@1", "reversal %", "motion", "order", "colour"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, e in methods.items():
+        cells = [name, f"{e['trainable']:,}", _optional(e["lr"], "g"), _optional(e["step_s"], ".2f")]
+        for split in SPLITS:
+            cells += [f"{e[split]['t2v']['R@1']:.1f} ±{e[split]['t2v_R@1_std']:.1f}", f"{e[split]['v2t']['R@1']:.1f}"]
+        cells.append(f"{e['reversal']:.1f} ±{e['reversal_std']:.1f}")
+        cells += [_optional(e["reversal_by_kind"].get(k), ".1f") for k in ("motion", "order", "colour")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _r1(e: Optional[dict[str, Any]], split: str, direction: str, spread: bool) -> str:
     if e is None:
         return "-"
