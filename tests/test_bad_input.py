@@ -19,6 +19,7 @@ reason, and the one 'huge' value that is not an error (``search -k``) is tested 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -56,6 +57,9 @@ NOT_APPLICABLE = {
     ("estimate", "huge"): "a huge batch is estimated, not refused or allocated: marked 'none (> 192 GB)' "
                           "(test_estimate.py)",
     ("pretrain-synthetic", "unreadable"): "pretrain-synthetic reads no file",
+    ("claims", "zero"): "claims takes no number",
+    ("claims", "negative"): "claims takes no number",
+    ("claims", "huge"): "claims takes no number",
 }
 
 
@@ -187,6 +191,14 @@ def explain(w, t, *extra, video=None):
 
 def convert(w, t, *extra, checkpoint=None, out=None):
     return ["convert", checkpoint or w.official, out or t / "out.safetensors", *extra]
+
+
+def claims(w, t, *extra, results=None):
+    """``dgl-rs claims`` on a small valid benchmark document (or ``results``)."""
+    if results is None:
+        results = t / "benchmark.json"
+        results.write_text(json.dumps({"setup": {"world": "shifted"}, "runs": {}}))
+    return ["claims", results, *extra]
 
 
 def case(command, kind, what, build, expect, marks=()):
@@ -381,6 +393,14 @@ CASES = [
     case("explain", "huge", "dpi", lambda w, t: explain(w, t, "--dpi", 10**6), "--dpi"),
     case("explain", "huge", "layer", lambda w, t: explain(w, t, "--layer", 10**6), "layer"),
     case("explain", "huge", "query", lambda w, t: explain(w, t, "--query", 10**6), "query"),
+    # claims
+    case("claims", "missing", "results", lambda w, t: claims(w, t, results=t / "no.json"), "no.json"),
+    case("claims", "unreadable", "results", lambda w, t: claims(
+        w, t, results=unreadable(t, claims(w, t)[1], "b.json")), "b.json"),
+    case("claims", "unwritable", "out", lambda w, t: claims(w, t, "--out", unwritable(t, "claims")), "--out"),
+    case("claims", "wrong-kind", "results", lambda w, t: claims(w, t, results=junk(t, "junk.json")), "junk.json"),
+    case("claims", "wrong-kind", "results-json", lambda w, t: claims(w, t, results=existing(t, "notes.json", "[]")),
+         "notes.json"),
     # convert
     case("convert", "missing", "checkpoint", lambda w, t: convert(w, t, checkpoint=t / "no.pth.tar"), "no.pth.tar"),
     case("convert", "unreadable", "checkpoint", lambda w, t: convert(

@@ -227,6 +227,83 @@ def test_legacy_sort_code_double_counts_ties():
     assert M.t2v(x)["R@1"] == pytest.approx(100 / 3)
 
 
+def ref_ranks_near_ties(sim, c2v, rtol):
+    """rank = #{j : s_j >= s_true - rtol * scale}, scale = the largest |score| the query
+    compares (its row for t2v, its column of sim for v2t), in float64."""
+    sim = np.asarray(sim, dtype=np.float64)
+    n = sim.shape[0]
+    target = np.arange(n) if c2v is None else np.asarray(c2v)
+    truth = sim[np.arange(n), target] - rtol * np.abs(sim).max(axis=1)
+    t2v_r = (sim >= truth[:, None]).sum(axis=1)
+    reduced = sim if c2v is None else ref_reduce(sim, c2v)
+    col_scale = np.abs(sim).max(axis=0)
+    v2t_r = (reduced >= (np.diag(reduced) - rtol * col_scale)[None, :]).sum(axis=0)
+    return t2v_r, v2t_r
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n_videos,caps", [(7, 1), (40, 4)])
+def test_near_ties_match_reference(device, n_videos, caps):
+    device = _device(device)
+    rng = np.random.default_rng([SEED, 5, n_videos, caps])
+    sim, c2v = random_case(rng, n_videos, caps, ties=False, dtype=np.float64)
+    # nudge some wrong scores to within 1e-6 of the truth: near-ties by construction
+    n = sim.shape[0]
+    target = np.arange(n) if c2v is None else c2v
+    other = (target + 1) % n_videos
+    sim[np.arange(n), other] = sim[np.arange(n), target] * (1 + 1e-7) - 1e-7 * (np.arange(n) % 2)
+    want = ref_ranks_near_ties(sim, c2v, 1e-5)
+    for arr in (sim, torch.from_numpy(sim).to(device)):
+        r = M.ranks(arr, c2v, tie_rtol=1e-5)
+        np.testing.assert_array_equal(r["t2v"], want[0])
+        np.testing.assert_array_equal(r["v2t"], want[1])
+    assert (want[0] >= 2).all()  # every truth has a near-tied rival, counted ahead of it
+    np.testing.assert_array_equal(M.ranks(sim, c2v)["t2v"], ref_t2v_ranks(sim, c2v))  # default: exact
+
+
+@pytest.mark.parametrize("bad", [-1e-3, 1.0, float("nan"), float("inf")])
+def test_bad_tie_rtol(bad):
+    with pytest.raises(ValueError, match="tie_rtol"):
+        M.ranks(np.eye(3), tie_rtol=bad)
+
+
+def _mean_pool(frames: np.ndarray, order) -> np.ndarray:
+    """float32 mean of frame features, accumulated one frame at a time in ``order``."""
+    acc = np.zeros(frames.shape[1], dtype=np.float32)
+    for t in order:
+        acc += frames[t]
+    acc /= np.float32(len(order))
+    return acc / np.linalg.norm(acc)
+
+
+def test_order_blind_near_ties_do_not_depend_on_summation_order():
+    """An order-blind model scores a video and its exact time reversal equal up to the
+    rounding of a sum taken in another order. Exact ranking breaks those ties by that
+    noise; the evaluation's near-tie rule gives the same metrics whatever the order."""
+    from dgl_rs.services.evaluate import EVAL_TIE_RTOL
+
+    rng = np.random.default_rng([SEED, 6])
+    n_pairs, frames_per_video, dim = 40, 8, 64
+    clips = rng.standard_normal((n_pairs, frames_per_video, dim)).astype(np.float32)
+    videos = [(c, c[::-1]) for c in clips]  # a video and its exact reversal
+    text = rng.standard_normal((2 * n_pairs, dim)).astype(np.float32)
+    text[0::2] += 3 * np.stack([c.mean(0) for c in clips])  # each caption near its pair
+    text[1::2] += 3 * np.stack([c.mean(0) for c in clips])
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    forward, backward, shuffled = range(frames_per_video), range(frames_per_video)[::-1], rng.permutation(8)
+    results, exact = [], []
+    for order in (forward, backward, shuffled):
+        emb = np.stack([_mean_pool(v, order) for pair in videos for v in pair])
+        sim = text @ emb.T
+        results.append(M.ranks(sim, tie_rtol=EVAL_TIE_RTOL))
+        exact.append(M.ranks(sim)["t2v"])
+    for r in results[1:]:
+        np.testing.assert_array_equal(r["t2v"], results[0]["t2v"])
+        np.testing.assert_array_equal(r["v2t"], results[0]["v2t"])
+    assert (results[0]["t2v"] >= 2).all()  # the reversal ties with the truth: never rank 1
+    assert any((e != exact[0]).any() for e in exact[1:])  # exact ties did depend on the order
+
+
 # ---------------------------------------------------------------------------
 # Properties (hypothesis)
 # ---------------------------------------------------------------------------

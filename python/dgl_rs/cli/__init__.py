@@ -9,7 +9,8 @@ Subcommands::
     dgl-rs search INDEX "a man is cooking" [-k 5]
     dgl-rs pretrain-synthetic [--out FILE]
     dgl-rs demo [--videos N --epochs E --num-frames T]
-    dgl-rs benchmark [--methods all] [--seeds 0 1 2]
+    dgl-rs benchmark [--methods all] [--seeds 0 1 2] [--table 3] [--world shifted|pretraining]
+    dgl-rs claims BENCHMARK.json [...] [--out FILE]
     dgl-rs methods [--model NAME --num-frames T]
     dgl-rs estimate --methods M [M ...] [--model NAME --batch-size B --num-frames T --precision P]
     dgl-rs explain VIDEO "caption" --prompts P --out fig.png
@@ -37,7 +38,7 @@ from ..factory.build import load_backbone, trainable_counts
 from ..methods import METHODS
 from ..train.main import main as train_main
 from ..train.pretrain import main as pretrain_main
-from .benchmark import demo_main
+from .benchmark import claims_main, demo_main
 from .benchmark import main as benchmark_main
 from .convert import main as convert_main
 from .estimate import main as estimate_main
@@ -56,6 +57,7 @@ DELEGATED = {
                   "JSON, Markdown, bar chart"),
     "estimate": (estimate_main, "peak memory by category, FLOPs and time of one training step at any scale, "
                  "counted on fake tensors (no GPU needed)"),
+    "claims": (claims_main, "the paper's claims decided on benchmark results (paired bootstrap over test queries)"),
     "explain": (explain_main, "draw where the global prompt looks in a video (PNG), with its similarity to a caption"),
     "prepare": (prepare_main, "decode every video once into a frame cache (sharded JPEG frames at a fixed fps) "
                 "that train, eval and encode read with --frame-cache"),

@@ -22,12 +22,12 @@ from ..util.log import setup_logging
 
 EVAL_FIELDS = ("dataset", "data_root", "train_annotations", "eval_annotations", "eval_limit",
                "synthetic_split", "synthetic_videos", "synthetic_eval_videos",
-               "synthetic_seed", "frame_cache", "workers", "on_broken", "model", "pretrained",
+               "synthetic_seed", "synthetic_world", "frame_cache", "workers", "on_broken", "model", "pretrained",
                "num_frames", "eval_batch_size", "qb_norm", "dsl", "device", "precision",
                "no_progress")
 #: What makes two evaluations the same one: the data they rank and the model.
 SAME_DATA = ("dataset", "data_root", "eval_annotations", "eval_limit", "synthetic_split",
-             "synthetic_eval_videos", "synthetic_seed", "num_frames", "frame_cache")
+             "synthetic_eval_videos", "synthetic_seed", "synthetic_world", "num_frames", "frame_cache")
 SAME_MODEL = ("model", "pretrained", "prompts")
 
 

@@ -16,13 +16,14 @@ from typing import Any, Optional
 
 from ..services.device import resolve_device, resolve_precision
 from ..util.errors import UsageError
+from ..util.files import atomic_write_text
 from ..services.evaluate import evaluate_sets
 from ..factory.build import load_model
 from ..services.data import build_data
 from ..train.params import parse_args
 from ..train.selection import METRIC, selection_score
-from .entries import ENTRIES
-from .report import mean_entry
+from .entries import RUNNABLE
+from .report import mean_entry, to_json
 from .reversal import reversal_accuracy
 
 log = logging.getLogger("dgl_rs.benchmark")
@@ -36,12 +37,13 @@ def run_dir(out: Path, name: str, seed: int, run_name: Optional[str] = None) -> 
 def train_argv(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
                run_name: Optional[str] = None) -> list[str]:
     """`dgl-rs train` flags of one run (``lr``: the entry's unless given)."""
-    method, extra, base = ENTRIES[name]
+    method, extra, base = RUNNABLE[name]
     lr = base if lr is None else lr
     argv = ["--dataset", "synthetic", "--method", method, "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size), "--num-frames", str(args.num_frames),
             "--synthetic-split", "both", "--synthetic-videos", str(args.videos),
-            "--synthetic-eval-videos", str(args.eval_videos), "--model", "synthetic-tiny",
+            "--synthetic-eval-videos", str(args.eval_videos), "--synthetic-world", args.world,
+            "--model", "synthetic-tiny",
             "--pretrained", args.pretrained, "--output-dir", str(out),
             "--name", run_dir(out, name, seed, run_name).name,
             "--seed", str(seed), "--workers", str(args.workers), "--device", args.device,
@@ -78,7 +80,7 @@ def train_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
               run_name: Optional[str] = None) -> dict[str, Any]:
     """Train one run in a child process (zero-shot: nothing to train): its seed, lr,
     seconds per step and peak memory."""
-    if ENTRIES[name][2] is None:
+    if RUNNABLE[name][2] is None:
         return {"seed": seed, "lr": None, "step_s": None, "peak_mib": None}
     argv = train_argv(args, name, seed, out, lr, run_name)
     peak = train_in_child(argv)
@@ -95,7 +97,7 @@ def load_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
     cfg = parse_args(train_argv(args, name, seed, out, lr, run_name) + ["--val-split", "val"])
     cfg = dataclasses.replace(cfg, workers=0, no_progress=args.no_progress)
     device = resolve_device(cfg.device)
-    if ENTRIES[name][2] is None:
+    if RUNNABLE[name][2] is None:
         model, preprocess_cfg, _ = load_model(None, model_name="synthetic-tiny", pretrained=args.pretrained,
                                               device=device, num_frames=args.num_frames,
                                               context_length=cfg.context_length)
@@ -105,14 +107,19 @@ def load_run(args, name: str, seed: int, out: Path, lr: Optional[float] = None,
     return model, build_data(cfg, preprocess_cfg, train=False), cfg, device
 
 
-def _scores(model, sets: dict, cfg, device) -> dict[str, Any]:
-    return evaluate_sets(model, sets, cfg, device, resolve_precision(cfg.precision, device), raw_only=True)
+def _scores(model, sets: dict, cfg, device, keep_ranks: bool = False) -> dict[str, Any]:
+    return evaluate_sets(model, sets, cfg, device, resolve_precision(cfg.precision, device), raw_only=True,
+                         keep_ranks=keep_ranks)
 
 
 def score_on_test(model, data, cfg, device, entry: dict[str, Any]) -> dict[str, Any]:
-    """``entry`` with the test splits' raw scores and the reversal accuracy."""
+    """``entry`` with the test splits' raw scores, every test query's rank (``ranks``:
+    split -> direction -> list, in the test set's order, the same for every seed) and the
+    reversal accuracy."""
     entry["trainable"] = model.num_trainable()
-    entry.update({split: res["raw"] for split, res in _scores(model, data.evals, cfg, device).items()})
+    results = _scores(model, data.evals, cfg, device, keep_ranks=True)
+    entry.update({split: res["raw"] for split, res in results.items()})
+    entry["ranks"] = {split: res["ranks"] for split, res in results.items()}
     by_kind = reversal_accuracy(model, data.evals["temporal"], device)
     entry["reversal"] = by_kind.pop("all")
     entry["reversal_by_kind"] = by_kind
@@ -136,7 +143,7 @@ def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any
     score every run on the VALIDATION splits only (:func:`selection_score`: mean raw
     t2v R@1 over static and temporal; of equal scores the first factor wins), then
     evaluate only the chosen run on the test splits. ``(its test entry, the record)``."""
-    seed, base = args.seeds[0], ENTRIES[name][2]
+    seed, base = args.seeds[0], RUNNABLE[name][2]
     tried = []
     for factor in args.lr_factors:
         lr = scaled_lr(base, factor)
@@ -156,7 +163,7 @@ def search_lr(args, name: str, out: Path) -> tuple[dict[str, Any], dict[str, Any
 def run_method(args, name: str, out: Path) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
     """Every seed of one method: with several ``--lr-factors`` the first seed searches
     the lr on validation and the other seeds train with the chosen one."""
-    base = ENTRIES[name][2]
+    base = RUNNABLE[name][2]
     if base is None or len(args.lr_factors) == 1:
         lr = None if base is None else scaled_lr(base, args.lr_factors[0])
         return [run_one(args, name, seed, out, lr) for seed in args.seeds], None
@@ -164,19 +171,28 @@ def run_method(args, name: str, out: Path) -> tuple[list[dict[str, Any]], Option
     return [first] + [run_one(args, name, seed, out, record["chosen_lr"]) for seed in args.seeds[1:]], record
 
 
+def _document(args, runs: dict, searches: dict, seconds: float) -> dict[str, Any]:
+    return {"methods": {name: mean_entry(r) for name, r in runs.items()}, "runs": runs, "seeds": list(args.seeds),
+            "lr_search": searches,
+            "setup": {k: v for k, v in vars(args).items() if k not in ("no_progress", "methods", "seeds")},
+            "seconds": round(seconds, 1),
+            "note": "synthetic benchmark (procedural shapes, template captions), not MSR-VTT"}
+
+
 def run_benchmark(args, out: Path) -> dict[str, Any]:
     """Every method of ``args.methods`` with every seed into ``out``: the benchmark's JSON
-    document (per-method means, every run, the lr searches, the setup)."""
+    document (per-method means, every run, the lr searches, the setup). After each
+    method, ``out/partial.json`` holds the document of the methods done so far (what a
+    stopped run leaves)."""
     t0 = time.perf_counter()
     runs: dict[str, list] = {}
     searches: dict[str, dict] = {}
+    doc = _document(args, runs, searches, 0.0)
     for name in args.methods:
         log.info("benchmark: %s, seeds %s", name, args.seeds)
         runs[name], record = run_method(args, name, out)
         if record:
             searches[name] = record
-    methods = {name: mean_entry(r) for name, r in runs.items()}
-    return {"methods": methods, "runs": runs, "seeds": list(args.seeds), "lr_search": searches,
-            "setup": {k: v for k, v in vars(args).items() if k not in ("no_progress", "methods", "seeds")},
-            "seconds": round(time.perf_counter() - t0, 1),
-            "note": "synthetic benchmark (procedural shapes, template captions), not MSR-VTT"}
+        doc = _document(args, runs, searches, time.perf_counter() - t0)
+        atomic_write_text(out / "partial.json", to_json(doc))
+    return doc

@@ -26,6 +26,18 @@ longer than the number of queries) and R@k and the median no longer describe
 the queries. Ranks here never need a sort: each query counts the scores at or above
 the true one, O(N) per query.
 
+Near-ties (``tie_rtol``, default 0: exact ties only). With ``tie_rtol = r > 0`` a
+score within ``r * scale`` of the true one counts as a tie, under the same pessimistic
+rule: ``rank = #{j : s_j >= s_true - r * scale}``, where ``scale`` is the largest
+``|score|`` the query compares (its row for text->video, its column of ``sim`` for
+video->text). Why: an order-blind model scores a video and its exact time reversal
+equal up to the rounding of a sum taken in another order (~1e-7 of the score), so
+exact comparison breaks those ties by float noise, which differs between machines,
+libraries and thread counts. A tolerance far above that noise (the evaluation uses
+``1e-5``, :data:`dgl_rs.services.evaluate.EVAL_TIE_RTOL`) makes the ranks the same
+whatever the summation order. Done before the native call by lowering each true score
+by its tolerance (a copy; the native ranking is unchanged).
+
 Recalls are percentages, ranks 1-based, every value a plain Python float. Rank
 invalid input and you get a ``ValueError`` (``dgl_rs._native.DglShapeError``,
 ``DglDtypeError``, ``DglDeviceError`` or plain ``ValueError``) that names the
@@ -146,24 +158,54 @@ def _host_view(sim: Matrix) -> Matrix:
     return sim
 
 
-def _t2v_ranks(sim: Matrix, caption_to_video: Optional[np.ndarray], chunk: int) -> np.ndarray:
+def _check_rtol(tie_rtol: Any) -> float:
+    rtol = _check_real("tie_rtol", tie_rtol)
+    if not 0.0 <= rtol < 1.0:
+        raise ValueError(f"`tie_rtol` must be >= 0 and < 1, got {tie_rtol!r}")
+    return rtol
+
+
+def _near_ties(sim: Matrix, caption_to_video: Optional[np.ndarray], rtol: float, axis: int) -> Matrix:
+    """``sim`` with every true score lowered by ``rtol`` times the largest ``|score|`` along
+    ``axis`` (1: each caption's row, text->video; 0: each video's column, video->text),
+    so that the pessimistic count ``#{j : s_j >= s_true}`` counts near-ties as ties.
+    ``rtol == 0`` returns ``sim`` itself."""
+    if rtol == 0.0:
+        return sim
+    rows = np.arange(sim.shape[0])
+    cols = rows if caption_to_video is None else caption_to_video
+    if isinstance(sim, torch.Tensor):
+        scale = sim.abs().amax(dim=axis)
+        out = sim.clone()
+        r, c = torch.from_numpy(rows).to(sim.device), torch.from_numpy(np.asarray(cols)).to(sim.device)
+        out[r, c] -= rtol * scale[r if axis == 1 else c]
+        return out
+    scale = np.abs(sim).max(axis=axis)
+    out = sim.copy()
+    out[rows, cols] -= (rtol * scale[rows if axis == 1 else cols]).astype(sim.dtype)
+    return out
+
+
+def _t2v_ranks(sim: Matrix, caption_to_video: Optional[np.ndarray], chunk: int,
+               tie_rtol: float = 0.0) -> np.ndarray:
     _check_chunk(chunk)
-    sim = _host_view(sim)
+    sim = _host_view(_near_ties(sim, caption_to_video, _check_rtol(tie_rtol), axis=1))
     if isinstance(sim, torch.Tensor):
         return _native.ranks_t2v_tensor(sim, caption_to_video, chunk)
     return _native.ranks_t2v(sim, caption_to_video)
 
 
-def _v2t_ranks(sim: Matrix, caption_to_video: Optional[np.ndarray], chunk: int) -> np.ndarray:
+def _v2t_ranks(sim: Matrix, caption_to_video: Optional[np.ndarray], chunk: int,
+               tie_rtol: float = 0.0) -> np.ndarray:
     _check_chunk(chunk)
-    sim = _host_view(sim)
+    sim = _host_view(_near_ties(sim, caption_to_video, _check_rtol(tie_rtol), axis=0))
     if isinstance(sim, torch.Tensor):
         return _native.ranks_v2t_tensor(sim, caption_to_video, chunk)
     return _native.ranks_v2t(sim, caption_to_video)
 
 
 def ranks(
-    sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK
+    sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK, tie_rtol: float = 0.0
 ) -> Dict[str, np.ndarray]:
     """1-based ranks of both directions.
 
@@ -173,13 +215,15 @@ def ranks(
         caption_to_video: (captions,) integer video index of each caption, or None
             for one caption per video (``sim`` square).
         chunk: rows (text->video) or columns (video->text) per block, tensors only.
+        tie_rtol: near-ties within this fraction of the compared scores' largest
+            magnitude count as ties (module docstring); 0 = exact ties only.
 
     Returns:
         ``{"t2v": int64 array (captions,), "v2t": int64 array (videos,)}``.
     """
     s = _matrix(sim, "sim")
     m = _caption_map(caption_to_video)
-    return {"t2v": _t2v_ranks(s, m, chunk), "v2t": _v2t_ranks(s, m, chunk)}
+    return {"t2v": _t2v_ranks(s, m, chunk, tie_rtol), "v2t": _v2t_ranks(s, m, chunk, tie_rtol)}
 
 
 def summarize(ranks_1d: Union[np.ndarray, "list[int]"]) -> Dict[str, float]:
@@ -193,20 +237,22 @@ def summarize(ranks_1d: Union[np.ndarray, "list[int]"]) -> Dict[str, float]:
     return {k: float(v) for k, v in zip(KEYS, values)}
 
 
-def t2v(sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK) -> Dict[str, float]:
+def t2v(sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK,
+        tie_rtol: float = 0.0) -> Dict[str, float]:
     """Text->video metrics ``{"R@1", "R@5", "R@10", "R@50", "MdR", "MnR"}``.
 
     ``sim``: (captions, videos); see :func:`ranks` for the arguments.
     """
-    return summarize(_t2v_ranks(_matrix(sim, "sim"), _caption_map(caption_to_video), chunk))
+    return summarize(_t2v_ranks(_matrix(sim, "sim"), _caption_map(caption_to_video), chunk, tie_rtol))
 
 
-def v2t(sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK) -> Dict[str, float]:
+def v2t(sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK,
+        tie_rtol: float = 0.0) -> Dict[str, float]:
     """Video->text metrics (CLIP4Clip max-over-captions protocol).
 
     ``sim``: (captions, videos), not transposed; see :func:`ranks`.
     """
-    return summarize(_v2t_ranks(_matrix(sim, "sim"), _caption_map(caption_to_video), chunk))
+    return summarize(_v2t_ranks(_matrix(sim, "sim"), _caption_map(caption_to_video), chunk, tie_rtol))
 
 
 def report_from_ranks(r: Mapping[str, Any]) -> Report:
@@ -215,15 +261,15 @@ def report_from_ranks(r: Mapping[str, Any]) -> Report:
 
 
 def retrieval_report(
-    sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK
+    sim: Matrix, caption_to_video: CaptionMap = None, *, chunk: int = DEFAULT_CHUNK, tie_rtol: float = 0.0
 ) -> Report:
     """Both directions: ``{"t2v": {"R@1": ..., ..., "MnR": ...}, "v2t": {...}}``.
 
     ``sim``: (captions, videos) numpy float32/float64 or torch tensor;
-    ``caption_to_video``: (captions,) ints or None. Values are Python floats,
-    recalls in percent.
+    ``caption_to_video``: (captions,) ints or None; ``tie_rtol``: :func:`ranks`. Values
+    are Python floats, recalls in percent.
     """
-    return report_from_ranks(ranks(sim, caption_to_video, chunk=chunk))
+    return report_from_ranks(ranks(sim, caption_to_video, chunk=chunk, tie_rtol=tie_rtol))
 
 
 def _is_report(x: Any) -> bool:
@@ -359,12 +405,15 @@ def dual_softmax_report(
     *,
     temperature: float = 1.0,
     chunk: int = DEFAULT_CHUNK,
+    tie_rtol: float = 0.0,
 ) -> Report:
     """Report with DSL: text->video on ``dual_softmax(sim, axis=0)``, video->text on
     ``dual_softmax(sim, axis=1)`` (then the usual max over each video's captions)."""
     return {
-        "t2v": t2v(dual_softmax(sim, temperature=temperature, axis=0), caption_to_video, chunk=chunk),
-        "v2t": v2t(dual_softmax(sim, temperature=temperature, axis=1), caption_to_video, chunk=chunk),
+        "t2v": t2v(dual_softmax(sim, temperature=temperature, axis=0), caption_to_video, chunk=chunk,
+                   tie_rtol=tie_rtol),
+        "v2t": v2t(dual_softmax(sim, temperature=temperature, axis=1), caption_to_video, chunk=chunk,
+                   tie_rtol=tie_rtol),
     }
 
 
@@ -419,6 +468,7 @@ def qb_norm_report(
     beta: float = 20.0,
     min_count: "tuple[int, int]" = (1, 1),
     chunk: int = DEFAULT_CHUNK,
+    tie_rtol: float = 0.0,
 ) -> Report:
     """QB-Norm in both directions, each from its own bank of the TRAINING split.
 
@@ -426,13 +476,13 @@ def qb_norm_report(
     ``text_bank`` (training captions x test videos); video->text re-scores ``sim.T`` with
     ``video_bank`` (training videos x test captions), then ranks as :func:`v2t` does.
     A direction whose bank is None is left out. ``min_count`` is ``(t2v, v2t)``
-    (:func:`qb_norm`)."""
+    (:func:`qb_norm`); ``tie_rtol``: :func:`ranks`."""
     out: Report = {}
     if text_bank is not None:
         out["t2v"] = t2v(qb_norm(sim, text_bank, k=k, beta=beta, min_count=min_count[0]), caption_to_video,
-                         chunk=chunk)
+                         chunk=chunk, tie_rtol=tie_rtol)
     if video_bank is not None:
         s = _matrix(sim, "sim")
         normed = qb_norm(s.T, video_bank, k=k, beta=beta, min_count=min_count[1])
-        out["v2t"] = v2t(normed.T, caption_to_video, chunk=chunk)
+        out["v2t"] = v2t(normed.T, caption_to_video, chunk=chunk, tie_rtol=tie_rtol)
     return out

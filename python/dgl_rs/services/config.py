@@ -65,6 +65,11 @@ class EvalConfig:
                               "both", choices=("static", "temporal", "both"))
     synthetic_videos: int = flag_field("--dataset synthetic: training videos per split", 512, type=int)
     synthetic_eval_videos: int = flag_field("--dataset synthetic: test videos per split", 256, type=int)
+    synthetic_world: str = flag_field("--dataset synthetic: 'pretraining' (the world of the tiny CLIP's "
+                                      "pretraining stills) or 'shifted' (the same videos with a domain shift: "
+                                      "textured backdrops, clutter, camera motion, lighting drift, noise, "
+                                      "compression, new sizes, paraphrased captions)", "pretraining",
+                                      choices=("pretraining", "shifted"))
     synthetic_seed: int = flag_field("--dataset synthetic: seed of the training videos (test videos "
                              "use seed + 1000, validation videos seed + 2000)", 0, type=int)
     val_split: Optional[str] = flag_field(

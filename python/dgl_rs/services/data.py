@@ -155,10 +155,11 @@ def build_synthetic_data(cfg: EvalConfig, transform, tok, train_err: str,
                          eval_err: str) -> DataBundle:
     """The synthetic benchmark: train on the chosen split(s) ("both" = the ``mixed``
     split, half static, half temporal), evaluate on each split separately, on videos
-    drawn from another seed. (Rendering never fails, so ``on_broken`` is moot.)"""
+    drawn from another seed, all in ``--synthetic-world``. (Rendering never fails, so
+    ``on_broken`` is moot.)"""
     splits = ["static", "temporal"] if cfg.synthetic_split == "both" else [cfg.synthetic_split]
     kw = dict(num_frames=cfg.num_frames, image_size=transform.image_size,
-              mean=transform.mean, std=transform.std, tokenizer=tok)
+              mean=transform.mean, std=transform.std, tokenizer=tok, world=cfg.synthetic_world)
     train_split = "mixed" if len(splits) == 2 else splits[0]
     train = SyntheticVideoDataset(train_split, cfg.synthetic_videos * len(splits),
                                   seed=cfg.synthetic_seed, train=True, **kw)

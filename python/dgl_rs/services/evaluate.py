@@ -129,15 +129,25 @@ QB_NORM = dict(k=1, beta=20.0, min_count=(1, 1))
 #: defaults, used as fixed constants here; the script itself picks beta by sweeping R@1 on
 #: the TEST split, which dgl-rs never does.
 QB_NORM_RELEASED = dict(k=1, beta=0.87, min_count=(3, 5))
+#: Every evaluation ranks near-ties as ties (pessimistically, as exact ties): a score within
+#: 1e-5 of the largest |score| the query compares counts as equal to the true one
+#: (:func:`dgl_rs.metrics.ranks`'s ``tie_rtol``). An order-blind model scores a video and
+#: its time reversal equal up to summation-order rounding (~1e-7), which would otherwise
+#: break those ties differently on every machine; 1e-5 is 100x that noise and below any
+#: difference a trained model's scores show on purpose.
+EVAL_TIE_RTOL = 1e-5
 
 
 def report_from_embeddings(text_emb: torch.Tensor, video_emb: torch.Tensor,
                            caption_to_video: np.ndarray, *,
                            bank_emb: Optional[torch.Tensor] = None,
                            dsl: bool = False, logit_scale: float = 100.0,
-                           video_bank_emb: Optional[torch.Tensor] = None) -> dict[str, Any]:
-    """``{"raw": report, ["qb_norm": report, "qb_norm_released": report], ["dsl": report]}``
-    from normalised embeddings.
+                           video_bank_emb: Optional[torch.Tensor] = None,
+                           keep_ranks: bool = False) -> dict[str, Any]:
+    """``{"raw": report, ["qb_norm": report, "qb_norm_released": report], ["dsl": report],
+    ["ranks": {"t2v": [...], "v2t": [...]}]}`` from normalised embeddings (``ranks``: the
+    raw 1-based rank of every query, with ``keep_ranks``). Near-ties rank as ties
+    (:data:`EVAL_TIE_RTOL`).
 
     ``report`` is ``dgl_rs.metrics.retrieval_report``'s dict (``{"t2v": {"R@1", ...},
     "v2t": {...}}``).
@@ -153,17 +163,21 @@ def report_from_embeddings(text_emb: torch.Tensor, video_emb: torch.Tensor,
     """
     c2v = np.asarray(caption_to_video, dtype=np.int64)
     sim = similarity(text_emb, video_emb)
-    out: dict[str, Any] = {"raw": metrics.retrieval_report(sim, caption_to_video=c2v)}
+    raw = metrics.ranks(sim, c2v, tie_rtol=EVAL_TIE_RTOL)
+    out: dict[str, Any] = {"raw": metrics.report_from_ranks(raw)}
+    if keep_ranks:
+        out["ranks"] = {d: r.tolist() for d, r in raw.items()}
     if bank_emb is not None or video_bank_emb is not None:
         banks = {"text_bank": None if bank_emb is None else similarity(bank_emb, video_emb),
                  "video_bank": None if video_bank_emb is None else similarity(video_bank_emb, text_emb)}
-        out["qb_norm"] = metrics.qb_norm_report(sim, c2v, **banks, **QB_NORM)
+        out["qb_norm"] = metrics.qb_norm_report(sim, c2v, **banks, **QB_NORM, tie_rtol=EVAL_TIE_RTOL)
         scale = np.float32(logit_scale)
         logits = {k: None if v is None else v * scale for k, v in banks.items()}
-        out["qb_norm_released"] = metrics.qb_norm_report(sim * scale, c2v, **logits, **QB_NORM_RELEASED)
+        out["qb_norm_released"] = metrics.qb_norm_report(sim * scale, c2v, **logits, **QB_NORM_RELEASED,
+                                                         tie_rtol=EVAL_TIE_RTOL)
     if dsl:
         logits = (sim * np.float32(logit_scale)).astype(np.float32)
-        out["dsl"] = metrics.dual_softmax_report(logits, c2v, temperature=1.0)
+        out["dsl"] = metrics.dual_softmax_report(logits, c2v, temperature=1.0, tie_rtol=EVAL_TIE_RTOL)
     return out
 
 
@@ -188,7 +202,7 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
              workers: int = 0, precision: str = "fp32", context_length: int = 32,
              query_bank: Optional[Sequence[str]] = None, dsl: bool = False,
              progress: bool = True, video_loader=None, name: str = "test",
-             video_bank=None) -> dict[str, Any]:
+             video_bank=None, keep_ranks: bool = False) -> dict[str, Any]:
     """Embed ``eval_set`` once and return :func:`report_from_embeddings`'s dict plus
     ``num_videos`` / ``num_captions``.
 
@@ -197,7 +211,8 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
     ``video_loader`` overrides where the videos come from. Videos the loader skipped
     (broken, with ``on_error="skip"``) are left out together with their captions.
     ``query_bank`` (training captions) and ``video_bank`` (the training videos, an
-    ``EvalSet`` or a dataset of frames) are QB-Norm's banks."""
+    ``EvalSet`` or a dataset of frames) are QB-Norm's banks; ``keep_ranks`` keeps every
+    query's raw rank."""
     if video_loader is not None:
         videos = video_loader
     elif hasattr(eval_set, "make_loader"):  # dgl_rs.data.EvalSet: skips/raises on broken videos
@@ -227,7 +242,7 @@ def evaluate(model, eval_set, *, device: torch.device | str = "cpu", batch_size:
                                        desc="video bank")
     scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
     out = report_from_embeddings(text_emb, video_emb, c2v, bank_emb=bank_emb, dsl=dsl,
-                                 logit_scale=scale, video_bank_emb=video_bank_emb)
+                                 logit_scale=scale, video_bank_emb=video_bank_emb, keep_ranks=keep_ranks)
     out["num_videos"] = int(video_emb.shape[0])
     out["num_captions"] = int(text_emb.shape[0])
     if skipped > 0:
@@ -255,15 +270,17 @@ def write_results(path: str | os.PathLike, results: dict[str, Any]) -> Path:
 
 
 def evaluate_sets(model, sets: dict, cfg, device, precision: str, *, bundle=None, raw_only: bool = False,
-                  prefix: str = "") -> dict[str, Any]:
+                  prefix: str = "", keep_ranks: bool = False) -> dict[str, Any]:
     """:func:`evaluate` on every set of ``sets`` (name -> eval set) with the evaluation
     flags of ``cfg`` (an :class:`~dgl_rs.services.config.EvalConfig`): ``{name: results}``.
     QB-Norm (with ``cfg.qb_norm``, banks from ``bundle``: a :class:`~.data.DataBundle`)
     and DSL (``cfg.dsl``) are reported beside the raw scores unless ``raw_only``
-    (validation). What training, validation, ``dgl-rs eval`` and the benchmark all run."""
+    (validation); ``keep_ranks``: every query's raw rank too. What training, validation,
+    ``dgl-rs eval`` and the benchmark all run."""
     qb = not raw_only and cfg.qb_norm and bundle is not None
     return {name: evaluate(model, eval_set, device=device, batch_size=cfg.eval_batch_size, workers=cfg.workers,
                            precision=precision, context_length=cfg.context_length,
                            query_bank=bundle.query_bank if qb else None, video_bank=bundle.video_bank if qb else None,
-                           dsl=cfg.dsl and not raw_only, progress=not cfg.no_progress, name=f"{prefix}{name}")
+                           dsl=cfg.dsl and not raw_only, progress=not cfg.no_progress, name=f"{prefix}{name}",
+                           keep_ranks=keep_ranks)
             for name, eval_set in sets.items()}
