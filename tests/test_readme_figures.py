@@ -39,3 +39,10 @@ def test_the_claims_table_is_decided_on_the_committed_runs():
 
 #: The benchmark documents the README's claims table is decided on, in the order given to `dgl-rs claims`.
 CLAIMS_DOCUMENTS = ("table3-benchmark.json", "methods-benchmark.json")
+
+
+def test_the_shifted_methods_table_is_the_methods_runs():
+    from dgl_rs.experiments.report import seeds_table
+
+    doc = json.loads((ROOT / "docs" / "methods-benchmark.json").read_text())
+    assert readme_table("| method | trainable | lr | s/step | static t2v R@1 |") == seeds_table(doc["methods"])

@@ -133,8 +133,10 @@ def decide(runs: dict[str, list], a: str, b: str, split: str, margin: Optional[f
     seeds = sorted({r["seed"] for r in runs[a] if "ranks" in r} & {r["seed"] for r in runs[b] if "ranks" in r})
     if len(seeds) < MIN_SEEDS:
         return {"verdict": "not run", "seeds": seeds}
-    diff, low, high = paired_bootstrap(hits(runs[a], split, seeds), hits(runs[b], split, seeds))
-    return {"seeds": seeds, "diff": diff, "low": low, "high": high, "verdict": verdict(low, high, margin)}
+    hits_a, hits_b = hits(runs[a], split, seeds), hits(runs[b], split, seeds)
+    diff, low, high = paired_bootstrap(hits_a, hits_b)
+    return {"seeds": seeds, "a": 100.0 * float(hits_a.mean()), "b": 100.0 * float(hits_b.mean()), "diff": diff,
+            "low": low, "high": high, "verdict": verdict(low, high, margin)}
 
 
 def source_of(docs: Sequence[tuple[str, dict[str, list]]], a: str, b: str) -> tuple[str, dict[str, list]]:
@@ -153,7 +155,7 @@ def claims_table(docs: Sequence[tuple[str, dict[str, list]]],
     """Every claim of :data:`CLAIMS` decided on every split, each within one group of runs
     (:func:`source_of`): ``(records, Markdown table)``."""
     records, lines = [], []
-    head = ["claim", "a vs b"] + [f"{s} t2v R@1 a - b [95% CI]: verdict" for s in splits]
+    head = ["claim", "a vs b"] + [f"{s} t2v R@1: a, b; a - b [95% CI]: verdict" for s in splits]
     lines += ["| " + " | ".join(head) + " |", "|---|---|" + "---|" * len(splits)]
     for claim, a, b, margin in CLAIMS:
         label, runs = source_of(docs, a, b)
@@ -162,7 +164,7 @@ def claims_table(docs: Sequence[tuple[str, dict[str, list]]],
         cells = [claim, f"`{a}` vs `{b}`" + (f" (margin {margin:g})" if margin is not None else "")]
         for s in splits:
             d = per_split[s]
-            cells.append(f"{d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]: **{d['verdict']}**"
-                         if "diff" in d else f"**{d['verdict']}**")
+            cells.append(f"{d['a']:.1f}, {d['b']:.1f}; {d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]: "
+                         f"**{d['verdict']}**" if "diff" in d else f"**{d['verdict']}**")
         lines.append("| " + " | ".join(cells) + " |")
     return records, "\n".join(lines)
