@@ -201,10 +201,10 @@ def decode_targets(stream, index: PacketIndex, targets: Sequence[int], convert) 
     return got
 
 
-def _decode_seeking(path: str, num_frames: int, train: bool, rng, convert) -> Optional[list]:
-    """The wanted frames by :func:`decode_targets` over the demuxed packet index, or None
-    when that cannot give them all (no usable timestamps, a decoding error, fewer
-    frames than packets): the caller then decodes sequentially."""
+def _decode_indexed(path: str, pick, convert) -> Optional[list]:
+    """The frames at positions ``pick(index, stream)`` of the demuxed packet index, by
+    :func:`decode_targets`; None when that cannot give them all (no usable timestamps, a
+    decoding error, fewer frames than packets): the caller then decodes sequentially."""
     av = _av()
     try:
         with _open(path) as container:
@@ -212,12 +212,16 @@ def _decode_seeking(path: str, num_frames: int, train: bool, rng, convert) -> Op
             index = PacketIndex(container, stream)
             if not index.usable:
                 return None
-            wanted = sample_indices(len(index.pts), num_frames, train, rng)
-            targets = [index.pts[int(w)] for w in wanted]
+            targets = [index.pts[int(i)] for i in pick(index, stream)]
             got = decode_targets(stream, index, targets, convert)
     except av.error.FFmpegError:
         return None
     return [got[t] for t in targets] if all(t in got for t in targets) else None
+
+
+def _decode_seeking(path: str, num_frames: int, train: bool, rng, convert) -> Optional[list]:
+    """The :func:`sample_indices` frames by seeking (:func:`_decode_indexed`)."""
+    return _decode_indexed(path, lambda index, _: sample_indices(len(index.pts), num_frames, train, rng), convert)
 
 
 def _probe(path: str, num_frames: int) -> int:
@@ -326,25 +330,14 @@ def _frame_seconds(stream) -> float:
 
 
 def _decode_at_fps_seeking(path: str, fps: float, convert) -> Optional[list]:
-    """The frames of :func:`decode_at_fps` by :func:`decode_targets`; None when the packet
-    index is unusable or a frame does not decode (then one sequential pass)."""
-    av = _av()
-    try:
-        with _open(path) as container:
-            stream = container.streams.video[0]
-            index = PacketIndex(container, stream)
-            if not index.usable:
-                return None
-            times = (np.asarray(index.pts, dtype=np.float64) - index.pts[0]) * float(stream.time_base)
-            # the last frame lasts as long as the typical one (the rate PyAV reports after
-            # demuxing is not reliable)
-            last = float(np.median(np.diff(times))) if len(times) > 1 else _frame_seconds(stream)
-            picks = fps_picks(times, times[-1] + last, fps)
-            targets = [index.pts[int(i)] for i in picks]
-            got = decode_targets(stream, index, targets, convert)
-    except av.error.FFmpegError:
-        return None
-    return [got[t] for t in targets] if all(t in got for t in targets) else None
+    """The frames of :func:`decode_at_fps` by seeking (:func:`_decode_indexed`)."""
+    def pick(index, stream):
+        times = (np.asarray(index.pts, dtype=np.float64) - index.pts[0]) * float(stream.time_base)
+        # the last frame lasts as long as the typical one (the rate PyAV reports after
+        # demuxing is not reliable)
+        last = float(np.median(np.diff(times))) if len(times) > 1 else _frame_seconds(stream)
+        return fps_picks(times, times[-1] + last, fps)
+    return _decode_indexed(path, pick, convert)
 
 
 def _decode_at_fps_sequential(path: str, fps: float, total: int, convert) -> list:
